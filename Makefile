@@ -1,0 +1,43 @@
+# OIX developer commands. Each target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: up test lint bench bench-codec bench-gateway bench-audit clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## up: the embedded broker and every OIX service on the example agreement
+up: $(STAMP)
+	$(BIN)/oix up
+
+## lint: ruff, mypy strict and the schema compatibility check
+lint: $(STAMP)
+	$(BIN)/ruff check services tests bench
+	$(BIN)/ruff format --check services tests bench
+	$(BIN)/mypy
+	$(BIN)/oix schemas check
+
+## test: lint, then the whole test suite against a real broker and real databases
+test: lint
+	$(BIN)/pytest
+
+## bench: every benchmark, each printing a table with ratios against its baseline
+bench: bench-codec bench-gateway bench-audit
+
+bench-codec: $(STAMP)
+	$(BIN)/python bench/codec.py
+
+bench-gateway: $(STAMP)
+	$(BIN)/python bench/gateway.py
+
+bench-audit: $(STAMP)
+	$(BIN)/python bench/audit.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .oix
