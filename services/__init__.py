@@ -1,0 +1,1 @@
+"""OIX: the operational information exchange bus for national border guard services."""

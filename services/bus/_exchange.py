@@ -1,0 +1,87 @@
+"""Everything a service derives from settings: agreement, codec, routing, trust store, keys.
+
+Built once at start, so a bad agreement, schema or key stops the service with
+one clear error before it touches Kafka.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+from services.bus._agreement import Agreement, load_agreement
+from services.bus._codec import Codec, SchemaRegistry
+from services.bus._envelope import Opener, Sealer
+from services.bus._errors import SigningError
+from services.bus._settings import Settings
+from services.bus._signing import Signer, Verifier
+from services.bus._topics import Router, TopicNaming
+
+
+def key_file(keys_dir: Path, key_id: str) -> Path:
+    """Where the private key with ``key_id`` is kept."""
+    return keys_dir / f"{key_id}.pem"
+
+
+@dataclass(frozen=True)
+class Exchange:
+    """The agreement and the schema contract, ready to use."""
+
+    agreement: Agreement
+    codec: Codec
+    naming: TopicNaming
+    keys_dir: Path
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Exchange:
+        """Load the agreement, schemas and naming that ``settings`` point at."""
+        return cls(
+            agreement=load_agreement(settings.agreement),
+            codec=Codec(SchemaRegistry.from_dir(settings.schemas_dir)),
+            naming=TopicNaming(settings.topic_prefix),
+            keys_dir=settings.keys_dir,
+        )
+
+    @cached_property
+    def router(self) -> Router:
+        """Routing of reports to topics."""
+        return Router(self.agreement, self.naming)
+
+    @cached_property
+    def verifier(self) -> Verifier:
+        """Signature verification against the agreement's keys."""
+        return Verifier(self.agreement.trusted_keys())
+
+    @cached_property
+    def opener(self) -> Opener:
+        """Decoding and verification of records."""
+        return Opener(self.codec, self.verifier)
+
+    def signer(self, party: str) -> Signer:
+        """``party``'s signer, from the first of its agreement keys with a private key file.
+
+        Raises:
+            SigningError: no key file, or a key file that does not match the agreement.
+        """
+        if party not in self.agreement.parties:
+            raise SigningError(f"{party} is not a party to the agreement")
+        tried = []
+        for key in self.agreement.parties[party].keys:
+            path = key_file(self.keys_dir, key.id)
+            tried.append(str(path))
+            if not path.is_file():
+                continue
+            signer = Signer.from_pem_file(party, key.id, path)
+            trusted = {k.key_id: k.public_key for k in self.agreement.trusted_keys()}
+            if signer.public_key != trusted[key.id]:
+                raise SigningError(
+                    f"{path}: this private key does not match the public key the agreement "
+                    f"lists for {key.id}",
+                )
+            return signer
+        raise SigningError(f"no private key for {party}; looked for {', '.join(tried)}")
+
+    def sealer(self, party: str) -> Sealer:
+        """Encoding and signing for ``party``."""
+        return Sealer(self.codec, self.signer(party))

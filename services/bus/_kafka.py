@@ -1,0 +1,106 @@
+"""Kafka clients configured from settings, the same way in every service.
+
+Production is Apache Kafka with SASL/SCRAM over TLS and the idempotent
+producer; the embedded broker speaks plain Kafka protocol and has no
+idempotent producer, which :func:`start_producer` detects and says.
+"""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from services.bus._errors import BrokerError
+from services.bus._logging import get_logger, quiet
+from services.bus._settings import Settings
+
+log = get_logger(__name__)
+
+
+def client_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
+    """Connection and security options shared by every client."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "security_protocol": settings.kafka_security_protocol,
+    }
+    if settings.kafka_security_protocol in {"SSL", "SASL_SSL"}:
+        context = ssl.create_default_context(
+            cafile=str(settings.kafka_ssl_cafile) if settings.kafka_ssl_cafile else None,
+        )
+        if settings.kafka_ssl_certfile:
+            context.load_cert_chain(
+                str(settings.kafka_ssl_certfile),
+                str(settings.kafka_ssl_keyfile) if settings.kafka_ssl_keyfile else None,
+            )
+        options["ssl_context"] = context
+    if settings.kafka_security_protocol.startswith("SASL"):
+        if not (settings.kafka_sasl_mechanism and settings.kafka_sasl_username):
+            raise BrokerError(
+                "OIX_KAFKA_SASL_MECHANISM and OIX_KAFKA_SASL_USERNAME are required with "
+                f"OIX_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol}",
+            )
+        password = settings.kafka_sasl_password
+        options |= {
+            "sasl_mechanism": settings.kafka_sasl_mechanism,
+            "sasl_plain_username": settings.kafka_sasl_username,
+            "sasl_plain_password": password.get_secret_value() if password else "",
+        }
+    return options
+
+
+def producer_options(settings: Settings, bootstrap: str, **overrides: Any) -> dict[str, Any]:
+    """Options for a producer that never reports success before every in-sync replica has it."""
+    return {
+        **client_options(settings, bootstrap),
+        "acks": "all",
+        "linger_ms": 5,
+        "max_batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+        "request_timeout_ms": 15_000,
+        **overrides,
+    }
+
+
+async def start_producer(settings: Settings, bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
+    """Start a producer, idempotent where the broker supports it.
+
+    With ``kafka_idempotence="auto"`` a broker that refuses InitProducerId (the
+    embedded broker does) gets a plain acks=all producer and a warning saying
+    that a retried send may be written twice; consumers dedupe by message id.
+    """
+    options = producer_options(settings, bootstrap, **overrides)
+    if settings.kafka_idempotence != "off":
+        producer = AIOKafkaProducer(**options, enable_idempotence=True)
+        try:
+            with quiet("aiokafka.producer.sender"):  # we log the refusal ourselves
+                await producer.start()
+        except KafkaError as exc:
+            await producer.stop()
+            if settings.kafka_idempotence == "on":
+                raise BrokerError(f"the broker refused the idempotent producer: {exc}") from exc
+            log.warning(
+                "idempotent producer not available on this broker; retries may duplicate "
+                "records, consumers deduplicate by message id",
+                error=repr(exc),
+            )
+        else:
+            return producer
+    producer = AIOKafkaProducer(**options)
+    await producer.start()
+    return producer
+
+
+def consumer(
+    settings: Settings, bootstrap: str, *topics: str, **overrides: Any
+) -> AIOKafkaConsumer:
+    """A consumer that commits only when told to (after the work is durable)."""
+    options: dict[str, Any] = {
+        **client_options(settings, bootstrap),
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        **overrides,
+    }
+    return AIOKafkaConsumer(*topics, **options)

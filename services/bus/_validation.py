@@ -1,0 +1,56 @@
+"""Validating reports, with every failing field named by its dotted path."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import ValidationError
+
+from services.bus._errors import FieldIssue, ReportValidationError
+from services.bus._reports import ANY_REPORT, REPORT_MODELS, Report
+
+
+def field_path(loc: tuple[int | str, ...]) -> str:
+    """``("header", "releasable_to", 2)`` as ``header.releasable_to[2]``."""
+    path = ""
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part.startswith(("function-", "tagged-union")):
+            continue
+        else:
+            path += f".{part}" if path else part
+    return path
+
+
+def issues_of(error: ValidationError) -> list[FieldIssue]:
+    """Every failing field of a pydantic validation error, with its reason."""
+    issues = []
+    for item in error.errors(include_url=False):
+        loc = tuple(item["loc"])
+        if loc and loc[0] in REPORT_MODELS:
+            loc = loc[1:]  # the discriminated union's tag is not a field
+        path = field_path(loc)
+        reason = str(item["msg"]).removeprefix("Value error, ")
+        # Checks across fields name their field in the reason ("header.impact: ...").
+        head, sep, rest = reason.partition(": ")
+        if sep and " " not in head and "." in head:
+            path, reason = (f"{path}.{head}" if path else head), rest
+        issues.append(FieldIssue(path or "(report)", reason))
+    return issues
+
+
+def parse_report(data: bytes | str | dict[str, Any]) -> Report:
+    """Validate a report (JSON text or a dict with a ``type`` field).
+
+    Raises:
+        ReportValidationError: naming every failing field and the reason.
+    """
+    report_type = "report"
+    try:
+        if isinstance(data, dict):
+            report_type = str(data.get("type", report_type))
+            return ANY_REPORT.validate_python(data)
+        return ANY_REPORT.validate_json(data)
+    except ValidationError as exc:
+        raise ReportValidationError(report_type, issues_of(exc)) from exc
