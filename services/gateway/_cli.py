@@ -1,0 +1,130 @@
+"""``oix gateway …``: run a gateway, and manage its bearer tokens."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from services.bus import OixError
+from services.gateway._settings import GatewaySettings, load_gateway_settings, tokens_path
+from services.gateway._tokens import create_token, read_tokens, revoke_token
+
+gateway_app = typer.Typer(
+    help="The publisher gateway: agency systems publish reports over HTTP.",
+    no_args_is_help=True,
+)
+token_app = typer.Typer(
+    help="Bearer tokens of agency systems (stored hashed).", no_args_is_help=True
+)
+gateway_app.add_typer(token_app, name="token")
+
+TokensOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Token file [env: OIX_GATEWAY_TOKENS_FILE; default <data_dir>/gateway/tokens.yaml]."
+    ),
+]
+
+
+def _gateway_settings(**overrides: object) -> GatewaySettings:
+    from services.cli import fail  # noqa: PLC0415  # the CLI module imports this one
+
+    try:
+        return load_gateway_settings(**{k: v for k, v in overrides.items() if v is not None})
+    except OixError as exc:
+        raise fail(str(exc), 2) from None
+
+
+@gateway_app.command("run")
+def run(
+    agency: Annotated[
+        str | None, typer.Option(help="Agency code, e.g. LV-VRS [env: OIX_GATEWAY_AGENCY].")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="[env: OIX_GATEWAY_HOST]")] = None,
+    port: Annotated[int | None, typer.Option(help="[env: OIX_GATEWAY_PORT]")] = None,
+    tokens_file: TokensOption = None,
+) -> None:
+    """Serve one agency's HTTP gateway until SIGINT/SIGTERM, then drain and stop."""
+    from services.cli import out, settings_or_exit  # noqa: PLC0415  # cli imports this module
+    from services.cli import run as run_coroutine  # noqa: PLC0415
+    from services.gateway._service import run_gateway  # noqa: PLC0415  # FastAPI loads late
+
+    settings = settings_or_exit()
+    gateway = _gateway_settings(agency=agency, host=host, port=port, tokens_file=tokens_file)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await run_gateway(
+            settings,
+            gateway,
+            stop,
+            on_ready=lambda url: out.print(
+                f"gateway for {gateway.agency} at {url} (docs at {url}/docs); Ctrl-C stops",
+                highlight=False,
+            ),
+        )
+        out.print("gateway stopped")
+
+    run_coroutine(serve)
+
+
+@token_app.command("create")
+def token_create(
+    agency: Annotated[str, typer.Argument(help="Agency the token publishes for, e.g. LV-VRS.")],
+    name: Annotated[str, typer.Option(help="Which agency system uses it, e.g. lv-incidents.")],
+    tokens_file: TokensOption = None,
+) -> None:
+    """Make a bearer token for an agency system; it is printed once and stored hashed."""
+    from services.cli import fail, out, settings_or_exit  # noqa: PLC0415
+
+    settings = settings_or_exit()
+    path = tokens_path(settings, _gateway_settings(tokens_file=tokens_file))
+    try:
+        token = create_token(path, agency, name)
+    except OixError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"token {name!r} for {agency} added to {path} (only its SHA-256 is kept):")
+    out.print(token, highlight=False, soft_wrap=True)
+    out.print("copy it now: it cannot be shown again.")
+
+
+@token_app.command("list")
+def token_list(tokens_file: TokensOption = None) -> None:
+    """The tokens of the token file: names, agencies, creation dates (never the tokens)."""
+    from services.cli import fail, out, settings_or_exit  # noqa: PLC0415
+
+    settings = settings_or_exit()
+    path = tokens_path(settings, _gateway_settings(tokens_file=tokens_file))
+    try:
+        entries = read_tokens(path)
+    except OixError as exc:
+        raise fail(str(exc)) from None
+    table = Table("name", "agency", "created", title=str(path))
+    for entry in entries:
+        table.add_row(entry.name, entry.agency, entry.created_at)
+    out.print(table)
+
+
+@token_app.command("revoke")
+def token_revoke(
+    name: Annotated[str, typer.Argument(help="The token's name.")],
+    tokens_file: TokensOption = None,
+) -> None:
+    """Remove a token; a running gateway refuses it within a second."""
+    from services.cli import fail, out, settings_or_exit  # noqa: PLC0415
+
+    settings = settings_or_exit()
+    path = tokens_path(settings, _gateway_settings(tokens_file=tokens_file))
+    try:
+        revoke_token(path, name)
+    except OixError as exc:
+        raise fail(str(exc)) from None
+    out.print(f"token {name!r} revoked in {path}")

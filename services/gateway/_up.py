@@ -1,0 +1,53 @@
+"""The gateways inside ``oix up``: one per party of the example agreement."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from services.gateway._service import GatewayServer, GatewayService
+from services.gateway._settings import gateway_dir, load_gateway_settings
+from services.gateway._tokens import create_token
+
+if TYPE_CHECKING:
+    from services.up import Ready, UpContext
+
+
+async def run_in_up(ctx: UpContext, ready: Ready) -> None:
+    """Start a gateway per agency on consecutive ports from ``OIX_GATEWAY_PORT``.
+
+    Each gets a fresh example token, printed once: the token file is made anew
+    at every start, so a token from an earlier run no longer works.
+    """
+    base = load_gateway_settings()
+    agencies = sorted(ctx.exchange.agreement.parties)
+    tokens_file = gateway_dir(ctx.settings) / "up-tokens.yaml"
+    tokens_file.unlink(missing_ok=True)
+    tokens = {a: create_token(tokens_file, a, f"example-{a.lower()}") for a in agencies}
+    services: list[GatewayService] = []
+    servers: list[GatewayServer] = []
+    try:
+        for index, agency in enumerate(agencies):
+            gateway = base.model_copy(
+                update={
+                    "agency": agency,
+                    "tokens_file": tokens_file,
+                    "port": base.port + index if base.port else 0,
+                },
+            )
+            service = GatewayService(ctx.settings, gateway, ctx.exchange, ctx.bootstrap)
+            await service.start()
+            services.append(service)
+            server = GatewayServer(service)
+            await server.start()
+            servers.append(server)
+        # Two short lines per agency: a token must not wrap on an 80-column console.
+        lines = []
+        for server in servers:
+            agency = server.service.agency
+            lines += [f"{agency:<8} {server.url}/docs", f"{agency:<8} token {tokens[agency]}"]
+        ready("gateway", lines)
+        await ctx.stop.wait()
+    finally:
+        await asyncio.gather(*(s.stop() for s in servers))
+        await asyncio.gather(*(s.stop() for s in services))

@@ -1,0 +1,124 @@
+"""GET /v1/reports/{id}/status: where a report went, and partners' Acknowledgements from the bus."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import httpx
+from gateway_support import PARTNER, RunningGateway, eventually, example, incident
+
+from services.bus import Exchange, Report, Settings, parse_report, start_producer
+from services.gateway import GatewaySettings
+from services.gateway.sdk import Publisher
+
+
+def acknowledgement(message_id: str, status: str, releasable_to: list[str]) -> dict[str, Any]:
+    return {
+        "type": "Acknowledgement",
+        "header": {"releasable_to": releasable_to},
+        "acknowledged_message_id": message_id,
+        "status": status,
+        "note": f"{status.lower()} by the duty officer",
+    }
+
+
+async def test_status_shows_where_it_went_and_who_acknowledged(  # noqa: PLR0917  # fixtures
+    client: httpx.AsyncClient,
+    gateway: RunningGateway,
+    settings: Settings,
+    gateway_settings: GatewaySettings,
+    exchange: Exchange,
+    bootstrap: str,
+) -> None:
+    request = (
+        await client.post(
+            "/v1/reports", json=example("03-lv-assistance-request", message_id=str(uuid.uuid4()))
+        )
+    ).json()
+    report = (await client.post("/v1/reports", json=incident())).json()
+
+    before = await client.get(f"/v1/reports/{report['message_id']}/status")
+    assert before.status_code == 200, before.text
+    status = before.json()
+    assert status["deliveries"] == report["deliveries"]
+    assert status["acknowledgements"] == []
+    assert status["awaiting"] == ["LT-VSAT", "PL-SG", "EE-PPA", "UA-DPSU"]
+
+    async with Publisher(PARTNER, settings, gateway=gateway_settings, exchange=exchange) as lt:
+        # A forged acknowledgement first, on the same partition as the genuine one.
+        forged = exchange.sealer(PARTNER).seal(
+            _ack_model(request["message_id"], "ACTIONED", ["LV-VRS"])
+        )
+        tampered = forged.value[:-1] + bytes([forged.value[-1] ^ 1])
+        producer = await start_producer(settings, bootstrap)
+        try:
+            await producer.send_and_wait(
+                exchange.router.naming.direct(PARTNER, "LV-VRS"),
+                tampered,
+                key=request["message_id"].encode(),
+                headers=forged.headers,
+            )
+        finally:
+            await producer.stop()
+        genuine = await lt.publish(acknowledgement(request["message_id"], "RECEIVED", ["LV-VRS"]))
+    assert genuine.topic == exchange.router.naming.direct(PARTNER, "LV-VRS")
+    async with Publisher("PL-SG", settings, gateway=gateway_settings, exchange=exchange) as pl:
+        readers = ["LT-VSAT", "LV-VRS", "EE-PPA", "UA-DPSU"]
+        on_feed = await pl.publish(acknowledgement(report["message_id"], "READ", readers))
+    assert on_feed.topic == exchange.router.naming.feed("PL-SG", "coordination")
+
+    async def acknowledged(message_id: str) -> dict[str, Any] | None:
+        body = (await client.get(f"/v1/reports/{message_id}/status")).json()
+        return body if body["acknowledgements"] else None
+
+    request_status = await eventually(lambda: acknowledged(request["message_id"]))
+    [ack] = request_status["acknowledgements"]
+    assert (ack["party"], ack["status"], ack["ack_message_id"]) == (
+        PARTNER,
+        "RECEIVED",
+        genuine.message_id,
+    )
+    assert (ack["topic"], ack["partition"], ack["offset"]) == (
+        genuine.topic,
+        genuine.partition,
+        genuine.offset,
+    )
+    assert request_status["awaiting"] == []  # the forged ACTIONED one was never believed
+
+    report_status = await eventually(lambda: acknowledged(report["message_id"]))
+    assert [(a["party"], a["status"]) for a in report_status["acknowledgements"]] == [
+        ("PL-SG", "READ")
+    ]
+    assert report_status["awaiting"] == ["LT-VSAT", "EE-PPA", "UA-DPSU"]
+    metrics = (await client.get("/metrics")).text
+    assert "oix_gateway_partner_acknowledgements_total 2.0" in metrics
+
+
+def _ack_model(message_id: str, status: str, releasable_to: list[str]) -> Report:
+    body = acknowledgement(message_id, status, releasable_to)
+    body["header"] |= {"originator": PARTNER, "classification": "SENSITIVE", "tlp": "AMBER"}
+    return parse_report(body)
+
+
+async def test_status_of_unknown_or_malformed_ids(client: httpx.AsyncClient) -> None:
+    unknown = await client.get(f"/v1/reports/{uuid.uuid4()}/status")
+    assert unknown.status_code == 404, unknown.text
+    assert unknown.json()["code"] == "not_found"
+    malformed = await client.get("/v1/reports/not-a-uuid/status")
+    assert malformed.status_code == 422, malformed.text
+    assert malformed.json()["issues"][0]["path"] == "message_id"
+
+
+async def test_status_of_a_message_published_through_the_sdk(
+    client: httpx.AsyncClient,
+    settings: Settings,
+    gateway_settings: GatewaySettings,
+    exchange: Exchange,
+) -> None:
+    # Both doors share one store: what the SDK published, the HTTP gateway knows.
+    async with Publisher("LV-VRS", settings, gateway=gateway_settings, exchange=exchange) as lv:
+        accepted = await lv.publish(incident())
+    answer = await client.get(f"/v1/reports/{accepted.message_id.upper()}/status")
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["offset"] == accepted.offset
