@@ -1,0 +1,288 @@
+"""``oix audit …``: run the consumer, migrate the store, query it, verify it.
+
+Only wiring: every command hands over to the module that does the work.
+Heavy imports happen inside the commands so that ``oix --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from datetime import datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from services.audit._settings import AuditSettings, load_audit_settings
+from services.bus import ConfigError, OixError, Settings, configure_logging, load_settings
+
+audit_app = typer.Typer(
+    help="The audit consumer and store: every message persisted exactly once, provably.",
+    no_args_is_help=True,
+)
+out = Console()
+err = Console(stderr=True)
+
+EXIT_FINDINGS = 1
+EXIT_ERROR = 2
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(help="Store URL [env: OIX_AUDIT_DATABASE_URL; default SQLite in OIX_DATA_DIR]."),
+]
+Bootstrap = Annotated[
+    str | None, typer.Option(help="Kafka bootstrap servers [env: OIX_BOOTSTRAP].")
+]
+
+
+def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def _settings(bootstrap: str | None = None) -> Settings:
+    try:
+        settings = load_settings(**({"bootstrap": bootstrap} if bootstrap else {}))
+    except OixError as exc:
+        raise _fail(str(exc)) from None
+    configure_logging(settings.log_format, settings.log_level)
+    return settings
+
+
+def _audit_settings(database_url: str | None) -> AuditSettings:
+    try:
+        return load_audit_settings(**({"database_url": database_url} if database_url else {}))
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _url(settings: Settings, audit: AuditSettings) -> str:
+    try:
+        return audit.resolved_url(settings)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _run(coroutine: Any) -> Any:
+    try:
+        return asyncio.run(coroutine)
+    except OixError as exc:
+        raise _fail(str(exc)) from None
+
+
+@audit_app.command("run")
+def run_command(
+    database_url: DatabaseUrl = None,
+    bootstrap: Bootstrap = None,
+    migrate: Annotated[
+        bool, typer.Option("--migrate", help="Migrate the store's schema first.")
+    ] = False,
+) -> None:
+    """Consume every OIX topic into the audit store until SIGINT or SIGTERM (then drain)."""
+    from services.audit._service import Running, run_audit  # noqa: PLC0415  # fast --help
+
+    settings = _settings(bootstrap)
+    audit = _audit_settings(database_url)
+    if settings.bootstrap is None:
+        raise _fail("no broker: set OIX_BOOTSTRAP or --bootstrap (or run `oix up`)")
+    broker = settings.bootstrap
+
+    def ready(running: Running) -> None:
+        err.print(
+            f"auditing {settings.topic_prefix}.* into {running.store} (group {running.group_id}); "
+            f"metrics {running.metrics_url or 'off'}",
+            highlight=False,
+        )
+
+    async def main() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await run_audit(settings, audit, broker, stop, migrate_first=migrate, on_ready=ready)
+
+    stored = _run(main())
+    err.print(f"stopped after storing {stored} records", highlight=False)
+
+
+@audit_app.command("migrate")
+def migrate_command(
+    database_url: DatabaseUrl = None,
+    sql: Annotated[
+        str | None,
+        typer.Option(
+            help="Print the SQL for this dialect (postgresql, sqlite) instead of applying it."
+        ),
+    ] = None,
+    grant: Annotated[
+        str | None,
+        typer.Option(help="Then let this PostgreSQL role INSERT and SELECT, and nothing else."),
+    ] = None,
+) -> None:
+    """Bring the store's schema to this release's revision (safe to run again)."""
+    from services.audit import _migrate  # noqa: PLC0415  # fast --help
+
+    if sql is not None:
+        out.out(_migrate.migration_sql(sql), highlight=False)
+        return
+    settings = _settings()
+    url = _url(settings, _audit_settings(database_url))
+
+    async def main() -> _migrate.Migration:
+        done = await _migrate.migrate(url)
+        if grant:
+            await _migrate.grant(url, grant)
+        return done
+
+    done = _run(main())
+    if done.before == done.after:
+        out.print(f"the audit store is at revision {done.after}; nothing to do", highlight=False)
+    else:
+        out.print(f"migrated the audit store from {done.before} to {done.after}", highlight=False)
+    if grant:
+        out.print(f"granted INSERT and SELECT to {grant}", highlight=False)
+
+
+def _moment(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise _fail(f"{option}: {text!r} is not an ISO 8601 time (2026-03-01T12:00:00Z)") from None
+
+
+@audit_app.command("query")
+def query_command(
+    *,
+    message_id: Annotated[str | None, typer.Option(help="Message id.")] = None,
+    originator: Annotated[str | None, typer.Option(help="Originating party, e.g. LT-VSAT.")] = None,
+    report_type: Annotated[
+        str | None, typer.Option("--type", help="Report type, e.g. IncidentReport.")
+    ] = None,
+    since: Annotated[
+        str | None, typer.Option(help="Kafka timestamp from (ISO 8601, included).")
+    ] = None,
+    until: Annotated[
+        str | None, typer.Option(help="Kafka timestamp until (ISO 8601, excluded).")
+    ] = None,
+    topic: Annotated[str | None, typer.Option(help="Topic.")] = None,
+    partition: Annotated[int | None, typer.Option(help="Partition (needs --topic).")] = None,
+    from_offset: Annotated[int | None, typer.Option(help="First offset (needs --topic).")] = None,
+    to_offset: Annotated[int | None, typer.Option(help="Last offset, included.")] = None,
+    status: Annotated[
+        str | None, typer.Option(help="Signature status: valid, invalid, unsigned, unknown_key.")
+    ] = None,
+    limit: Annotated[int, typer.Option(help="At most this many records.")] = 100,
+    json_lines: Annotated[
+        bool, typer.Option("--json", help="One JSON object per record, every field.")
+    ] = False,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Find stored records by message id, originator, type, time, topic, partition or offsets."""
+    from services.audit._query import RecordQuery  # noqa: PLC0415  # fast --help
+    from services.audit._report import print_records, print_records_json  # noqa: PLC0415
+    from services.audit._store import AuditStore  # noqa: PLC0415
+
+    settings = _settings()
+    url = _url(settings, _audit_settings(database_url))
+    try:
+        query = RecordQuery(
+            message_id=message_id,
+            originator=originator,
+            report_type=report_type,
+            since=_moment(since, "--since"),
+            until=_moment(until, "--until"),
+            topic=topic,
+            partition=partition,
+            from_offset=from_offset,
+            to_offset=to_offset,
+            signature_status=status,
+            limit=limit,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+    async def main() -> list[Any]:
+        store = await AuditStore.open(url)
+        try:
+            return await store.query(query)
+        finally:
+            await store.close()
+
+    found = _run(main())
+    if json_lines:
+        print_records_json(found, out)
+    else:
+        print_records(found, out)
+
+
+@audit_app.command("verify")
+def verify_command(
+    database_url: DatabaseUrl = None,
+    bootstrap: Bootstrap = None,
+    no_broker: Annotated[
+        bool, typer.Option("--no-broker", help="Do not compare with the broker.")
+    ] = False,
+    no_signatures: Annotated[
+        bool, typer.Option("--no-signatures", help="Do not verify signatures again.")
+    ] = False,
+) -> None:
+    """Prove the store complete and unaltered; exit 1 on any finding, 2 if it cannot check.
+
+    Recomputes every hash chain, checks that offsets are contiguous, verifies
+    signatures again and compares the store with the broker's log-start and
+    high-watermark offsets (lag is reported apart from loss).
+    """
+    from rich.progress import Progress  # noqa: PLC0415  # fast --help
+
+    from services.audit._broker_view import read_broker_view  # noqa: PLC0415
+    from services.audit._opening import RecordOpener  # noqa: PLC0415
+    from services.audit._report import print_report  # noqa: PLC0415
+    from services.audit._store import AuditStore  # noqa: PLC0415
+    from services.audit._verify import Verifier, VerifyReport  # noqa: PLC0415
+    from services.bus import Exchange  # noqa: PLC0415
+
+    settings = _settings(bootstrap)
+    audit = _audit_settings(database_url)
+    url = _url(settings, audit)
+    if not no_broker and settings.bootstrap is None:
+        raise _fail("no broker to compare with: set OIX_BOOTSTRAP or --bootstrap, or --no-broker")
+    try:
+        exchange = Exchange.from_settings(settings)
+    except OixError as exc:
+        raise _fail(str(exc)) from None
+
+    async def main() -> VerifyReport:
+        store = await AuditStore.open(url)
+        signatures = None
+        if not no_signatures:
+            signatures = RecordOpener(settings, exchange.opener, audit.open_processes)
+            await signatures.start()
+        try:
+            broker = None
+            if not no_broker:
+                assert settings.bootstrap is not None
+                broker = await read_broker_view(
+                    settings,
+                    settings.bootstrap,
+                    exchange.naming,
+                    audit.resolved_group(settings),
+                )
+            with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
+                task = progress.add_task("verifying", total=None)
+                verifier = Verifier(
+                    store, signatures, on_progress=lambda n: progress.advance(task, n)
+                )
+                progress.update(task, total=await verifier.total_rows())
+                return await verifier.run(broker)
+        finally:
+            if signatures is not None:
+                signatures.close()
+            await store.close()
+
+    report = _run(main())
+    print_report(report, out)
+    if not report.ok:
+        raise typer.Exit(EXIT_FINDINGS)

@@ -1,0 +1,167 @@
+"""Prometheus metrics of the audit consumer, and its ``/metrics`` and ``/healthz`` endpoint.
+
+Each consumer has its own registry, so several can run in one process (tests,
+``oix up``). The HTTP endpoint is a few lines of asyncio: it serves two paths
+and needs no framework.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+
+import orjson
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from services.bus import get_logger
+
+log = get_logger(__name__)
+
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+
+
+class AuditMetrics:
+    """The consumer's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.records_stored = Counter(
+            "oix_audit_records_stored",
+            "Records durably stored, by signature status.",
+            ["signature_status"],
+            registry=self.registry,
+        )
+        self.batches = Counter(
+            "oix_audit_batches", "Batches committed to the store.", registry=self.registry
+        )
+        self.batch_seconds = Histogram(
+            "oix_audit_batch_seconds",
+            "Time to write and commit one batch (one transaction).",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.record_delay_seconds = Histogram(
+            "oix_audit_record_delay_seconds",
+            "From the Kafka timestamp of a batch's oldest record to the batch's commit.",
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "oix_audit_partition_lag",
+            "Records on the broker not yet stored (high watermark minus stored position).",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.log_events = Counter(
+            "oix_audit_log_events",
+            "Discontinuities noticed in broker logs (log_reset, offset_gap).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.store_errors = Counter(
+            "oix_audit_store_errors",
+            "Failed store operations, by kind (unavailable, conflict).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.store_up = Gauge(
+            "oix_audit_store_up",
+            "1 while the store accepts writes, 0 while it is unavailable.",
+            registry=self.registry,
+        )
+        self.assigned_partitions = Gauge(
+            "oix_audit_assigned_partitions",
+            "Partitions assigned to this consumer.",
+            registry=self.registry,
+        )
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+@dataclass
+class Health:
+    """What ``/healthz`` reports: healthy while consuming and the store accepts writes."""
+
+    consuming: bool = False
+    store_available: bool = True
+    problem: str = ""
+    details: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """Healthy."""
+        return self.consuming and self.store_available
+
+    def body(self) -> bytes:
+        """The JSON body of ``/healthz``."""
+        status = "ok" if self.ok else "unavailable"
+        return orjson.dumps(
+            {"status": status, "problem": self.problem or None, **self.details},
+        )
+
+
+class MetricsServer:
+    """Serves ``GET /metrics`` and ``GET /healthz`` on ``host:port`` (port 0 picks one)."""
+
+    def __init__(self, metrics: AuditMetrics, health: Health, host: str, port: int) -> None:
+        self.metrics = metrics
+        self.health = health
+        self.host = host
+        self.port = port
+        self._server: asyncio.Server | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the endpoint."""
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> None:
+        """Listen; :attr:`port` is the bound port afterwards."""
+        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+        log.info("metrics endpoint up", url=self.url)
+
+    async def stop(self) -> None:
+        """Stop listening and close the connections."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5.0)
+            method, path, *_ = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+            path = path.split("?", 1)[0]
+            if method != "GET":
+                status, kind, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
+            elif path == "/metrics":
+                status, kind, body = "200 OK", CONTENT_TYPE_LATEST, self.metrics.render()
+            elif path == "/healthz":
+                ok = self.health.ok
+                status = "200 OK" if ok else "503 Service Unavailable"
+                kind, body = "application/json", self.health.body()
+            else:
+                status, kind, body = "404 Not Found", "text/plain", b"/metrics or /healthz\n"
+            head = (
+                f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+            )
+            writer.write(head.encode("latin-1") + body)
+            await writer.drain()
+        except (TimeoutError, ValueError, ConnectionError, asyncio.IncompleteReadError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()

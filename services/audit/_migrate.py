@@ -1,0 +1,126 @@
+"""Versioned schema migrations of the store (Alembic), applied by ``oix audit migrate``.
+
+The consumer never migrates on its own (except for the embedded SQLite store
+of ``oix up``): in production the schema belongs to a database owner, and
+the consumer's role may only INSERT and SELECT. At start it checks that the
+database is at the revision this release needs, and says what to run if not.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from services.audit._engine import create_engine, is_sqlite
+from services.audit._errors import SchemaVersionError, StoreError
+from services.audit._tables import VERSION_TABLE, events, records
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def _config(output: io.StringIO | None = None) -> Config:
+    config = Config(output_buffer=output) if output is not None else Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
+
+
+def head_revision() -> str:
+    """The schema revision this release needs."""
+    head = ScriptDirectory.from_config(_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _current(connection: sa.Connection) -> str | None:
+    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
+    return context.get_current_revision()
+
+
+async def current_revision(connection: AsyncConnection) -> str | None:
+    """The revision the database is at, or None for a database never migrated."""
+    return await connection.run_sync(_current)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """What ``oix audit migrate`` did."""
+
+    before: str | None
+    after: str
+
+
+async def migrate(url: str) -> Migration:
+    """Bring the database at ``url`` to the head revision (idempotent)."""
+    config = _config()
+
+    def upgrade(connection: sa.Connection) -> Migration:
+        before = _current(connection)
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+        return Migration(before, head_revision())
+
+    engine = create_engine(url, writer=True)
+    try:
+        async with engine.begin() as connection:
+            return await connection.run_sync(upgrade)
+    finally:
+        await engine.dispose()
+
+
+def migration_sql(dialect: str) -> str:
+    """The SQL of every migration, for an administrator who applies it by hand."""
+    output = io.StringIO()
+    config = _config(output)
+    config.set_main_option("dialect_name", dialect)
+    command.upgrade(config, "head", sql=True)
+    return output.getvalue()
+
+
+async def check_revision(engine: AsyncEngine) -> None:
+    """Refuse to run on a database that is not at the head revision.
+
+    Raises:
+        SchemaVersionError: what the database is at, what is needed, and the command to run.
+    """
+    async with engine.connect() as connection:
+        current = await current_revision(connection)
+    head = head_revision()
+    if current == head:
+        return
+    if current is None:
+        raise SchemaVersionError(
+            "the audit store has no schema yet: run `oix audit migrate` "
+            "(with OIX_AUDIT_DATABASE_URL naming a role that may create tables)",
+        )
+    raise SchemaVersionError(
+        f"the audit store is at schema revision {current}, this release needs {head}: "
+        "run `oix audit migrate`",
+    )
+
+
+async def grant(url: str, role: str) -> None:
+    """Let ``role`` INSERT and SELECT the store's tables, and nothing else (PostgreSQL).
+
+    Raises:
+        StoreError: on SQLite, which has no roles.
+    """
+    if is_sqlite(url):
+        raise StoreError("SQLite has no roles: protect the database file instead")
+    engine = create_engine(url, writer=True)
+    try:
+        async with engine.begin() as connection:
+            quote = connection.dialect.identifier_preparer.quote
+            name = quote(role)
+            for table in (records.name, events.name):
+                await connection.execute(sa.text(f"GRANT SELECT, INSERT ON {table} TO {name}"))
+            await connection.execute(sa.text(f"GRANT SELECT ON {VERSION_TABLE} TO {name}"))
+    finally:
+        await engine.dispose()

@@ -1,0 +1,223 @@
+"""One audited Kafka record as the store keeps it, and how it is built from what arrived.
+
+Building a record is pure: it takes the Kafka facts and the bus's
+:class:`~services.bus.Opener`, and never raises for bad input, so a poison
+record is stored, flagged, like any other.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any, NamedTuple, Protocol
+
+import orjson
+
+from services.bus import H_MESSAGE_ID, H_ORIGINATOR, H_TYPE, Opener
+
+EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
+NOT_STORED = EPOCH_START
+"""``stored_at`` of a record that has not been written yet."""
+
+_SINGLE_OBJECT_MAGIC = b"\xc3\x01"
+_FINGERPRINT = struct.Struct("<Q")
+_PREFIX_SIZE = len(_SINGLE_OBJECT_MAGIC) + _FINGERPRINT.size
+
+Headers = tuple[tuple[str, bytes], ...]
+
+
+class KafkaRecord(Protocol):
+    """What a consumed Kafka record offers (aiokafka's ``ConsumerRecord``)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def timestamp_type(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Headers: ...
+
+
+class AuditRecord(NamedTuple):
+    """One stored record: its Kafka coordinates and facts, what opening it found, its chain link.
+
+    The field order is the column order of the ``audit_record`` table and the
+    order in which the hash chain covers the fields (see ``docs/audit.md``).
+    """
+
+    topic: str
+    kafka_partition: int
+    epoch: int
+    kafka_offset: int
+    kafka_timestamp: int
+    timestamp_type: int
+    record_key: bytes | None
+    headers: str
+    value: bytes | None
+    schema_fingerprint: str | None
+    message_id: str | None
+    originator: str | None
+    report_type: str | None
+    signature_status: str
+    signature_detail: str
+    decoded: str | None
+    decode_error: str | None
+    stored_at: datetime
+    row_hash: bytes
+
+    def header_pairs(self) -> Headers:
+        """The Kafka headers exactly as they arrived."""
+        return decode_headers(self.headers)
+
+
+COLUMNS: tuple[str, ...] = AuditRecord._fields
+
+
+def encode_headers(headers: Headers) -> str:
+    """Kafka headers as JSON text, order and duplicates kept, every byte recoverable.
+
+    A value that is UTF-8 text is kept as ``text`` (readable in SQL); any other
+    value as ``base64``.
+    """
+    items: list[dict[str, str]] = []
+    for name, raw in headers:
+        try:
+            items.append({"name": name, "text": raw.decode()})
+        except UnicodeDecodeError:
+            items.append({"name": name, "base64": base64.b64encode(raw).decode()})
+    return orjson.dumps(items).decode()
+
+
+def decode_headers(text: str) -> Headers:
+    """The inverse of :func:`encode_headers`."""
+    pairs = []
+    for item in orjson.loads(text):
+        raw = item["text"].encode() if "text" in item else base64.b64decode(item["base64"])
+        pairs.append((item["name"], raw))
+    return tuple(pairs)
+
+
+def schema_fingerprint(value: bytes | None) -> str | None:
+    """The writer schema fingerprint an Avro single-object value names, as 16 hex digits."""
+    if value is None or len(value) < _PREFIX_SIZE or value[:2] != _SINGLE_OBJECT_MAGIC:
+        return None
+    fingerprint: int = _FINGERPRINT.unpack_from(value, 2)[0]
+    return f"{fingerprint:016x}"
+
+
+def clean_text(text: str | None) -> str | None:
+    """``text`` that every store accepts: no NUL characters, no lone surrogates.
+
+    Header values and error messages come from outside; PostgreSQL refuses
+    both in ``text`` columns, and a refused row would block its partition.
+    """
+    if text is None:
+        return None
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        text = text.encode(errors="replace").decode()
+    return text
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, Decimal):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _header_text(found: dict[str, bytes], name: str) -> str | None:
+    raw = found.get(name)
+    return None if raw is None else raw.decode(errors="replace")
+
+
+class Opening(NamedTuple):
+    """What decoding and verifying a record's value and headers found (fields of AuditRecord)."""
+
+    headers: str
+    schema_fingerprint: str | None
+    message_id: str | None
+    originator: str | None
+    report_type: str | None
+    signature_status: str
+    signature_detail: str
+    decoded: str | None
+    decode_error: str | None
+
+
+def open_value(opener: Opener, value: bytes | None, headers: Headers) -> Opening:
+    """Decode and verify one record's value; never raises for bad input.
+
+    Where the value decodes, message id, originator and type come from the
+    signed content; where it does not, from the Kafka headers, which nobody
+    vouches for (the signature status says so).
+    """
+    opened = opener.open(value, headers)
+    decoded_json: str | None = None
+    decode_error: str | None = None
+    if opened.decoded is not None:
+        decoded = opened.decoded
+        message_id: str | None = str(decoded.message_id)
+        originator = clean_text(decoded.originator)
+        report_type: str | None = decoded.report_type
+        try:
+            decoded_json = orjson.dumps(decoded.record, default=_json_default).decode()
+        except TypeError as exc:
+            decode_error = f"decoded, but not representable as JSON: {exc}"
+    else:
+        found = opened.headers
+        message_id = clean_text(_header_text(found, H_MESSAGE_ID))
+        originator = clean_text(_header_text(found, H_ORIGINATOR))
+        report_type = clean_text(_header_text(found, H_TYPE))
+        error = opened.decode_error
+        decode_error = f"{type(error).__name__}: {error}" if error is not None else None
+    verification = opened.verification
+    return Opening(
+        encode_headers(headers),
+        schema_fingerprint(value),
+        message_id,
+        originator,
+        report_type,
+        str(verification.status),
+        clean_text(verification.reason) or "",
+        decoded_json,
+        clean_text(decode_error),
+    )
+
+
+def assemble(record: KafkaRecord, epoch: int, opening: Opening) -> AuditRecord:
+    """The unstored :class:`AuditRecord` of ``record`` in ``epoch``."""
+    return AuditRecord(
+        record.topic,
+        record.partition,
+        epoch,
+        record.offset,
+        record.timestamp,
+        record.timestamp_type,
+        record.key,
+        opening.headers,
+        record.value,
+        *opening[1:],
+        NOT_STORED,
+        b"",
+    )
+
+
+def open_record(opener: Opener, record: KafkaRecord, epoch: int) -> AuditRecord:
+    """Decode and verify one Kafka record into an unstored :class:`AuditRecord` of ``epoch``."""
+    return assemble(record, epoch, open_value(opener, record.value, tuple(record.headers)))

@@ -1,0 +1,129 @@
+"""Showing audit results to a person (rich tables) or a program (JSON lines)."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from services.audit._record import AuditRecord
+from services.audit._verify import VerifyReport
+
+
+def _kafka_time(millis: int) -> str:
+    if millis < 0:
+        return "-"
+    return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
+
+
+def record_json(record: AuditRecord) -> dict[str, Any]:
+    """A stored record as JSON-ready data: decoded report and headers parsed, bytes in base64."""
+    return {
+        "topic": record.topic,
+        "partition": record.kafka_partition,
+        "epoch": record.epoch,
+        "offset": record.kafka_offset,
+        "timestamp": _kafka_time(record.kafka_timestamp),
+        "timestamp_type": record.timestamp_type,
+        "key": base64.b64encode(record.record_key).decode() if record.record_key else None,
+        "headers": orjson.loads(record.headers),
+        "value": base64.b64encode(record.value).decode() if record.value is not None else None,
+        "schema_fingerprint": record.schema_fingerprint,
+        "message_id": record.message_id,
+        "originator": record.originator,
+        "report_type": record.report_type,
+        "signature_status": record.signature_status,
+        "signature_detail": record.signature_detail or None,
+        "decoded": orjson.loads(record.decoded) if record.decoded is not None else None,
+        "decode_error": record.decode_error,
+        "stored_at": record.stored_at.isoformat(),
+        "row_hash": record.row_hash.hex(),
+    }
+
+
+def print_records_json(records: list[AuditRecord], console: Console) -> None:
+    """One JSON object per line."""
+    for record in records:
+        console.out(orjson.dumps(record_json(record)).decode(), highlight=False)
+
+
+def print_records(records: list[AuditRecord], console: Console) -> None:
+    """A table of records, one line each."""
+    table = Table(
+        "topic[partition]@offset", "timestamp", "type", "originator", "message id", "status"
+    )
+    for r in records:
+        status = (
+            r.signature_status if r.decode_error is None else f"{r.signature_status}, undecodable"
+        )
+        style = "" if status == "valid" else "red"
+        where = f"{r.topic}[{r.kafka_partition}]@{r.kafka_offset}"
+        if r.epoch:
+            where += f" (epoch {r.epoch})"
+        table.add_row(
+            where,
+            _kafka_time(r.kafka_timestamp),
+            r.report_type or "-",
+            r.originator or "-",
+            r.message_id or "-",
+            status,
+            style=style,
+        )
+    console.print(table)
+    console.print(f"{len(records)} record(s)", highlight=False)
+
+
+def print_report(report: VerifyReport, console: Console) -> None:
+    """The verification report: partitions, findings, and one line that says what it proves."""
+    table = Table(
+        "partition", "epoch", "rows", "stored offsets", "broker offsets", "lag", "chain head", ""
+    )
+    for p in sorted(report.partitions, key=lambda s: (s.topic, s.partition)):
+        stored = "-" if p.first_offset is None else f"{p.first_offset}..{p.last_offset}"
+        broker = "-" if p.broker is None else f"{p.broker.log_start}..{p.broker.high_watermark - 1}"
+        lag = "-" if p.lag is None else str(p.lag)
+        mark = "[green]ok[/]" if p.findings == 0 else f"[red]{p.findings} finding(s)[/]"
+        table.add_row(
+            f"{p.topic}[{p.partition}]",
+            "-" if p.epoch is None else str(p.epoch),
+            str(p.rows),
+            stored,
+            broker,
+            lag,
+            p.chain_head.hex()[:16],
+            mark,
+        )
+    console.print(table)
+    for finding in report.findings:
+        console.print(
+            f"[bold red]{finding.kind}[/] {finding.where}: {finding.detail}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    checked = f"{report.rows} records in {len(report.partitions)} partitions"
+    extra = []
+    if report.signatures_checked:
+        extra.append(f"{report.signatures_checked} signatures re-verified")
+    extra.append(
+        "compared with the broker" if report.broker_compared else "NOT compared with a broker"
+    )
+    if report.ok:
+        console.print(
+            f"[bold green]OK[/]: {checked}; hash chains intact, no gaps, nothing missing; "
+            f"{'; '.join(extra)}",
+            highlight=False,
+        )
+    else:
+        console.print(
+            f"[bold red]{len(report.findings)} finding(s)[/] in {checked}; {'; '.join(extra)}",
+            highlight=False,
+        )
+    if report.broker_compared:
+        console.print(
+            f"lag: {report.lag} record(s) on the broker not stored yet (not a loss)",
+            highlight=False,
+        )

@@ -1,0 +1,360 @@
+"""``oix audit verify``: prove the store complete and unaltered, or say exactly where it is not.
+
+For every partition the store holds, in (epoch, offset) order:
+
+- the hash chain is recomputed from the stored columns; a row whose hash does
+  not follow from its content and the previous row was altered (or a row
+  before it was altered, inserted or removed);
+- offsets are contiguous within each epoch, from the first one stored;
+- signatures are verified again against the agreement's keys, and must give
+  the status stored.
+
+Then the store is compared with the broker (when one is given): every record
+the broker still holds must be in the store, except those it has not reached
+yet (lag, reported apart from loss); the store must not reach past the
+broker's log (a log that went backwards unnoticed); nothing acknowledged to
+Kafka may be missing. Log resets and vanished offsets the consumer recorded
+are findings too: across them completeness cannot be proven.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from services.audit._broker_view import BrokerPartition
+from services.audit._chain import GENESIS, link
+from services.audit._events import EventKind, LogEvent
+from services.audit._opening import RecordOpener
+from services.audit._record import AuditRecord
+from services.audit._store import AuditStore, Partition
+
+SCAN_CHUNK = 5000
+
+
+class FindingKind(StrEnum):
+    """What is wrong."""
+
+    ALTERED = "altered"
+    """A row's hash does not follow from its content and the previous row."""
+    GAP = "gap"
+    """Offsets missing inside a stored epoch."""
+    MISSING = "missing"
+    """The broker holds (or Kafka acknowledged) records the store lacks."""
+    AHEAD_OF_BROKER = "ahead_of_broker"
+    """The store reaches past the broker's log: it went backwards, not yet noticed."""
+    PARTITION_GONE = "partition_gone"
+    """The broker no longer has a partition the store holds."""
+    LOG_RESET = "log_reset"
+    """The consumer saw the broker's log go backwards and began a new epoch."""
+    BROKER_LOSS = "broker_loss"
+    """The consumer saw offsets vanish from the broker before it could read them."""
+    EPOCH = "epoch"
+    """An epoch begins without a recorded reset."""
+    SIGNATURE = "signature"
+    """Verifying the signature again gives another status than the stored one."""
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One thing the auditor must look at."""
+
+    kind: FindingKind
+    topic: str
+    partition: int
+    epoch: int | None
+    first_offset: int | None
+    last_offset: int | None
+    detail: str
+
+    @property
+    def where(self) -> str:
+        """``topic[partition]`` with the epoch and offsets it concerns."""
+        text = f"{self.topic}[{self.partition}]"
+        if self.epoch is not None:
+            text += f" epoch {self.epoch}"
+        if self.first_offset is not None:
+            text += f" offset {self.first_offset}"
+            if self.last_offset is not None and self.last_offset != self.first_offset:
+                text += f"..{self.last_offset}"
+        return text
+
+
+@dataclass(slots=True)
+class PartitionSummary:
+    """What verification found for one partition."""
+
+    topic: str
+    partition: int
+    epoch: int | None = None
+    rows: int = 0
+    first_offset: int | None = None
+    last_offset: int | None = None
+    chain_head: bytes = GENESIS
+    broker: BrokerPartition | None = None
+    findings: int = 0
+
+    @property
+    def lag(self) -> int | None:
+        """Records on the broker not stored yet (not a loss: the consumer has yet to read them)."""
+        if self.broker is None:
+            return None
+        stored_next = self.broker.log_start if self.last_offset is None else self.last_offset + 1
+        return max(0, self.broker.high_watermark - stored_next)
+
+
+@dataclass(slots=True)
+class VerifyReport:
+    """Everything ``oix audit verify`` found."""
+
+    partitions: list[PartitionSummary] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    rows: int = 0
+    signatures_checked: int = 0
+    broker_compared: bool = False
+
+    @property
+    def ok(self) -> bool:
+        """No finding at all."""
+        return not self.findings
+
+    @property
+    def lag(self) -> int:
+        """Records on the broker the consumer has not stored yet, over every partition."""
+        return sum(p.lag or 0 for p in self.partitions)
+
+
+class _PartitionCheck:
+    """The running state of verifying one partition in order."""
+
+    def __init__(self, summary: PartitionSummary, events: list[LogEvent]) -> None:
+        self.summary = summary
+        self.findings: list[Finding] = []
+        self._resets = {e.epoch for e in events if e.kind is EventKind.LOG_RESET}
+        self._gaps = [e for e in events if e.kind is EventKind.OFFSET_GAP]
+        self._hash = GENESIS
+        self._previous: AuditRecord | None = None
+
+    def _find(
+        self, kind: FindingKind, row: AuditRecord, first: int, last: int, detail: str
+    ) -> None:
+        self.findings.append(
+            Finding(kind, row.topic, row.kafka_partition, row.epoch, first, last, detail),
+        )
+
+    def row(self, row: AuditRecord) -> None:
+        if link(self._hash, row) != row.row_hash:
+            self._find(
+                FindingKind.ALTERED,
+                row,
+                row.kafka_offset,
+                row.kafka_offset,
+                "the row's hash does not follow from its content and the previous row's hash: "
+                "this row was altered, or a row before it was altered, inserted or removed",
+            )
+        previous = self._previous
+        if previous is None or row.epoch != previous.epoch:
+            if row.epoch > 0 and row.epoch not in self._resets:
+                self._find(
+                    FindingKind.EPOCH,
+                    row,
+                    row.kafka_offset,
+                    row.kafka_offset,
+                    f"epoch {row.epoch} begins without a recorded log reset",
+                )
+        elif row.kafka_offset != previous.kafka_offset + 1:
+            first, last = previous.kafka_offset + 1, row.kafka_offset - 1
+            if not any(
+                g.epoch == row.epoch and g.first_offset == first and g.last_offset == last
+                for g in self._gaps
+            ):
+                self._find(
+                    FindingKind.GAP,
+                    row,
+                    first,
+                    last,
+                    f"{last - first + 1} offset(s) missing from the store between stored rows",
+                )
+        # Chain from the stored hash, so that one altered row is reported once, where it is.
+        self._hash = row.row_hash
+        self._previous = row
+        summary = self.summary
+        summary.rows += 1
+        summary.chain_head = row.row_hash
+        if summary.epoch != row.epoch:
+            summary.epoch = row.epoch
+            summary.first_offset = row.kafka_offset
+        summary.last_offset = row.kafka_offset
+
+    def signature(self, row: AuditRecord, found: str) -> None:
+        if found != row.signature_status:
+            self._find(
+                FindingKind.SIGNATURE,
+                row,
+                row.kafka_offset,
+                row.kafka_offset,
+                f"stored as {row.signature_status!r}, verifies now as {found!r}",
+            )
+
+
+class Verifier:
+    """Verifies an :class:`~services.audit.AuditStore` (and compares it with a broker)."""
+
+    def __init__(
+        self,
+        store: AuditStore,
+        signatures: RecordOpener | None,
+        *,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
+        """``signatures`` verifies signatures again; None skips that check."""
+        self.store = store
+        self.signatures = signatures
+        self.on_progress = on_progress
+
+    async def total_rows(self) -> int:
+        """How many rows verification reads (for a progress bar)."""
+        return await self.store.count()
+
+    async def run(self, broker: dict[Partition, BrokerPartition] | None) -> VerifyReport:
+        """Verify every partition; compare with ``broker`` unless it is None."""
+        report = VerifyReport(broker_compared=broker is not None)
+        extents = await self.store.extents()
+        events = await self.store.log_events()
+        partitions = sorted(
+            {(e.topic, e.partition) for e in extents} | {(e.topic, e.partition) for e in events}
+        )
+        for topic, number in partitions:
+            mine = [e for e in events if (e.topic, e.partition) == (topic, number)]
+            report.partitions.append(await self._partition(topic, number, mine, report))
+        for event in events:
+            kind = (
+                FindingKind.LOG_RESET
+                if event.kind is EventKind.LOG_RESET
+                else FindingKind.BROKER_LOSS
+            )
+            first = event.first_offset
+            report.findings.append(
+                Finding(
+                    kind,
+                    event.topic,
+                    event.partition,
+                    event.epoch,
+                    first,
+                    event.last_offset,
+                    event.describe(),
+                ),
+            )
+        if broker is not None:
+            self._compare(report, broker)
+        report.findings.sort(
+            key=lambda f: (f.topic, f.partition, f.epoch or 0, f.first_offset or 0)
+        )
+        return report
+
+    async def _partition(
+        self,
+        topic: str,
+        number: int,
+        events: list[LogEvent],
+        report: VerifyReport,
+    ) -> PartitionSummary:
+        summary = PartitionSummary(topic, number)
+        check = _PartitionCheck(summary, events)
+        after: tuple[int, int] | None = None
+        while True:
+            rows = await self.store.scan(topic, number, after, SCAN_CHUNK)
+            if not rows:
+                break
+            statuses: list[str] | None = None
+            if self.signatures is not None:
+                openings = await self.signatures.openings(
+                    [(r.value, r.header_pairs()) for r in rows]
+                )
+                statuses = [o.signature_status for o in openings]
+            for index, row in enumerate(rows):
+                check.row(row)
+                if statuses is not None:
+                    check.signature(row, statuses[index])
+            report.rows += len(rows)
+            if statuses is not None:
+                report.signatures_checked += len(rows)
+            if self.on_progress is not None:
+                self.on_progress(len(rows))
+            after = (rows[-1].epoch, rows[-1].kafka_offset)
+        resets = [e.epoch for e in events if e.kind is EventKind.LOG_RESET]
+        if resets and (summary.epoch is None or max(resets) > summary.epoch):
+            # A reset was noticed and nothing stored since: the current epoch is empty.
+            summary.epoch, summary.first_offset, summary.last_offset = max(resets), None, None
+        summary.findings = len(check.findings)
+        report.findings.extend(check.findings)
+        return summary
+
+    @staticmethod
+    def _compare(report: VerifyReport, broker: dict[Partition, BrokerPartition]) -> None:
+        by_partition = {(p.topic, p.partition): p for p in report.partitions}
+        for where, found in broker.items():
+            if where not in by_partition:
+                summary = PartitionSummary(*where)
+                report.partitions.append(summary)
+                by_partition[where] = summary
+            by_partition[where].broker = found
+        for where, summary in sorted(by_partition.items()):
+            seen = summary.broker
+            topic, number = where
+            if seen is None:
+                if summary.rows:
+                    report.findings.append(
+                        Finding(
+                            FindingKind.PARTITION_GONE,
+                            topic,
+                            number,
+                            summary.epoch,
+                            None,
+                            None,
+                            "the broker no longer has this partition (topic deleted, or a memory "
+                            "broker restarted): what the store holds cannot be compared",
+                        ),
+                    )
+                continue
+            stored_next = seen.log_start if summary.last_offset is None else summary.last_offset + 1
+            if summary.first_offset is not None and summary.first_offset > seen.log_start:
+                report.findings.append(
+                    Finding(
+                        FindingKind.MISSING,
+                        topic,
+                        number,
+                        summary.epoch,
+                        seen.log_start,
+                        summary.first_offset - 1,
+                        "the broker holds these records, the store begins after them",
+                    ),
+                )
+            if summary.last_offset is not None and stored_next > seen.high_watermark:
+                report.findings.append(
+                    Finding(
+                        FindingKind.AHEAD_OF_BROKER,
+                        topic,
+                        number,
+                        summary.epoch,
+                        seen.high_watermark,
+                        summary.last_offset,
+                        f"the store holds offsets up to {summary.last_offset} but the broker's "
+                        f"log ends before {seen.high_watermark}: the log went backwards and "
+                        "no audit consumer has noticed yet",
+                    ),
+                )
+            elif seen.committed is not None and seen.committed > stored_next:
+                report.findings.append(
+                    Finding(
+                        FindingKind.MISSING,
+                        topic,
+                        number,
+                        summary.epoch,
+                        stored_next,
+                        seen.committed - 1,
+                        "acknowledged to Kafka by the audit group but missing from the store "
+                        "(rows removed, or the store restored from an older copy)",
+                    ),
+                )

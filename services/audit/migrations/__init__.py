@@ -1,0 +1,1 @@
+"""Alembic migrations of the audit store (``env.py`` and ``versions/``)."""

@@ -1,0 +1,141 @@
+"""The hash chain and the record encoding: pure functions, checked without I/O."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+
+import pytest
+from store_contract import record
+
+from services.audit import GENESIS, AuditRecord, canonical, chain, link
+from services.audit._chain import canonical_reference, facts_of, kafka_facts, micros
+from services.audit._record import (
+    clean_text,
+    decode_headers,
+    encode_headers,
+    schema_fingerprint,
+)
+
+STORED_AT = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
+
+
+def test_a_known_row_hashes_to_the_documented_value() -> None:
+    # The test vector of docs/audit.md, computed by a separate implementation of the spec.
+    row = AuditRecord(
+        topic="oix.LT-VSAT.incidents",
+        kafka_partition=0,
+        epoch=0,
+        kafka_offset=0,
+        kafka_timestamp=1772366400000,
+        timestamp_type=0,
+        record_key=b"INC-1",
+        headers='[{"name":"oix-message-id","text":"m-1"}]',
+        value=b"\xc3\x01value",
+        schema_fingerprint=None,
+        message_id="m-1",
+        originator="LT-VSAT",
+        report_type="IncidentReport",
+        signature_status="valid",
+        signature_detail="",
+        decoded='{"a":1}',
+        decode_error=None,
+        stored_at=STORED_AT,
+        row_hash=b"",
+    )
+    encoded = canonical(row)
+    assert encoded.startswith(b"oix-audit-chain/1\n\x02\x00\x00\x00\x15oix.LT-VSAT.incidents")
+    assert link(GENESIS, row) == hashlib.sha256(GENESIS + encoded).digest()
+    assert link(GENESIS, row).hex() == (
+        "bea8bee34bf21920b26afc1989cc3a45420631ba9d7d0c40f13ac4fc7217bd77"
+    )
+
+
+@pytest.mark.parametrize("field", [f for f in AuditRecord._fields if f != "row_hash"])
+def test_every_column_is_covered(field: str) -> None:
+    row = record(1)._replace(stored_at=STORED_AT)
+    value = getattr(row, field)
+    if isinstance(value, bool) or value is None:
+        changed = "x"
+    elif isinstance(value, int):
+        changed = value + 1
+    elif isinstance(value, str):
+        changed = value + "x"
+    elif isinstance(value, bytes):
+        changed = value + b"x"
+    else:
+        changed = datetime(2026, 3, 1, 12, 0, 0, 123457, tzinfo=UTC)
+    assert link(GENESIS, row) != link(GENESIS, row._replace(**{field: changed}))
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        record(1)._replace(stored_at=STORED_AT),
+        record(2)._replace(record_key=None, value=None, decoded=None, message_id=None),
+        record(3)._replace(signature_detail="", decode_error="", headers="[]", epoch=7),
+    ],
+)
+def test_the_fast_encoding_is_the_specified_one(row: AuditRecord) -> None:
+    assert canonical(row) == canonical_reference(row)
+    assert chain([row], {(row.topic, 0): GENESIS}, STORED_AT).records[0].row_hash == link(
+        GENESIS, row._replace(stored_at=STORED_AT)
+    )
+
+
+def test_none_empty_text_and_bytes_are_told_apart() -> None:
+    row = record(1)
+    hashes = {link(GENESIS, row._replace(record_key=key)) for key in (None, b"", b"k")} | {
+        link(GENESIS, row._replace(decode_error=text)) for text in ("", "k")
+    }
+    assert len(hashes) == 5
+
+
+def test_chain_links_each_partition_to_its_own_head() -> None:
+    a0, a1 = record(0), record(1)
+    b0 = record(0, partition=1)
+    heads = {(a0.topic, 0): b"\x01" * 32, (a0.topic, 1): GENESIS}
+    linked = chain([a0, b0, a1], heads, STORED_AT)
+    first, other, second = linked.records
+    assert first.row_hash == link(b"\x01" * 32, first)
+    assert other.row_hash == link(GENESIS, other)
+    assert second.row_hash == link(first.row_hash, second)
+    assert linked.heads == {(a0.topic, 0): second.row_hash, (a0.topic, 1): other.row_hash}
+    assert {r.stored_at for r in linked.records} == {STORED_AT}
+
+
+def test_a_partition_without_a_known_head_is_a_bug_not_a_new_chain() -> None:
+    with pytest.raises(KeyError):
+        chain([record(0)], {}, STORED_AT)
+
+
+def test_naive_times_are_utc() -> None:
+    assert micros(STORED_AT) == micros(STORED_AT.replace(tzinfo=None)) == 1772366400123456
+
+
+def test_headers_survive_exactly_text_or_not() -> None:
+    headers = (("a", b"text"), ("a", b"\xff\xfe"), ("nul", b"\x00"), ("empty", b""))
+    assert decode_headers(encode_headers(headers)) == headers
+
+
+def test_facts_of_a_stored_record_match_the_broker_record() -> None:
+    row = record(4)
+    assert facts_of(row) == kafka_facts(
+        row.kafka_timestamp, row.timestamp_type, row.record_key, row.headers, row.value
+    )
+    assert facts_of(row) != facts_of(row._replace(value=b"other"))
+
+
+def test_text_every_store_accepts() -> None:
+    assert clean_text("a\x00b") == "a\ufffdb"
+    assert clean_text("a\udc80b") == "a?b"
+    assert clean_text(None) is None
+
+
+def test_schema_fingerprint_of_single_object_values() -> None:
+    assert schema_fingerprint(b"\xc3\x01" + (0x1234).to_bytes(8, "little") + b"x") == (
+        "0000000000001234"
+    )
+    assert schema_fingerprint(b"\xc3\x02" + bytes(8)) is None
+    assert schema_fingerprint(b"short") is None
+    assert schema_fingerprint(None) is None
