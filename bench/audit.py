@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import asyncpg
@@ -52,7 +52,7 @@ LATENCY_SECONDS = 15
 PG_ADMIN = os.environ.get("OIX_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # a log keeps whole rows
 
 
 def seal(exchange: Exchange, count: int) -> list[SealedReport]:
@@ -136,21 +136,14 @@ def audit_settings(**overrides: object) -> AuditSettings:
     return AuditSettings(**{**base, **overrides})  # type: ignore[arg-type]
 
 
-async def audit_throughput(
-    settings: Settings, exchange: Exchange, url: str, count: int
-) -> tuple[float, float]:
-    """Records per second from the first assignment to the last commit, and batch size."""
-    await migrate(url)
-    store = await AuditStore.open(url)
+def start_audit(
+    settings: Settings,
+    exchange: Exchange,
+    store: AuditStore,
+    committed: Callable[[Sequence[AuditRecord]], None],
+) -> tuple[AuditConsumer, asyncio.Event, asyncio.Task[None]]:
+    """An audit consumer in a fresh group, running; set the event to drain and stop it."""
     assert settings.bootstrap is not None
-    done = asyncio.Event()
-    batches: list[int] = []
-
-    def committed(records: Sequence[AuditRecord]) -> None:
-        batches.append(len(records))
-        if consumer.stored >= count:
-            done.set()
-
     consumer = AuditConsumer(
         settings,
         audit_settings(group_id=f"bench-{uuid.uuid4().hex[:8]}"),
@@ -160,7 +153,24 @@ async def audit_throughput(
         on_committed=committed,
     )
     stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
+    return consumer, stop, asyncio.create_task(consumer.run(stop))
+
+
+async def audit_throughput(
+    settings: Settings, exchange: Exchange, url: str, count: int
+) -> tuple[float, float]:
+    """Records per second from the first assignment to the last commit, and batch size."""
+    await migrate(url)
+    store = await AuditStore.open(url)
+    done = asyncio.Event()
+    batches: list[int] = []
+
+    def committed(records: Sequence[AuditRecord]) -> None:
+        batches.append(len(records))
+        if consumer.stored >= count:
+            done.set()
+
+    consumer, stop, task = start_audit(settings, exchange, store, committed)
     try:
         await until(consumer.assigned, task, 60)
         started = time.perf_counter()
@@ -209,16 +219,7 @@ async def latency(
         if len(delays) >= len(sealed):
             all_committed.set()
 
-    consumer = AuditConsumer(
-        settings,
-        audit_settings(group_id=f"bench-{uuid.uuid4().hex[:8]}"),
-        exchange,
-        settings.bootstrap,
-        store=store,
-        on_committed=committed,
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(consumer.run(stop))
+    consumer, stop, task = start_audit(settings, exchange, store, committed)
     producer = await start_producer(settings, settings.bootstrap, linger_ms=0)
     try:
         await until(consumer.assigned, task, 60)
