@@ -13,6 +13,7 @@ import asyncio
 import dataclasses
 import time
 import uuid
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -203,8 +204,16 @@ class Pipeline:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._timeout
         admitted: list[Outcome | _Placed] = []
-        for submission in submissions:
-            checked = await self._admit(submission, deadline)
+        # Message ids of the next reports that the store does not hold: one query
+        # for many instead of one per report. Only trusted until the next await
+        # (another task may record one meanwhile), so it is emptied then.
+        unseen: set[str] = set()
+        snapshot_end = 0
+        for index, submission in enumerate(submissions):
+            if index >= snapshot_end:
+                snapshot_end = index + _GROUP_SIZE
+                unseen = self._unseen(submissions[index:snapshot_end])
+            checked = await self._admit(submission, deadline, unseen)
             if not isinstance(checked, _Prepared):
                 admitted.append(checked)
                 continue
@@ -215,6 +224,7 @@ class Pipeline:
                 # Let the group go out while the rest is checked: the broker
                 # works on it meanwhile.
                 await asyncio.sleep(0)
+                snapshot_end = index + 1
         groups = {a.group for a in admitted if isinstance(a, _Placed)}
         if groups:
             # One turn of the loop, so that reports of concurrent requests placed
@@ -270,8 +280,33 @@ class Pipeline:
                 )
         await self._guard.stop()
 
-    async def _admit(self, submission: Submission, deadline: float) -> Outcome | _Prepared:
-        """Check one report: ready to send, the first answer again, or why not."""
+    def _unseen(self, submissions: Sequence[Submission]) -> set[str]:
+        """The message ids the submissions name that the store does not hold (yet)."""
+        named: list[str] = []
+        if self._closing:
+            return set()  # every one is refused; the store may be closed already
+        for submission in submissions:
+            data = submission.data
+            if isinstance(data, Report):
+                if "message_id" in data.header.model_fields_set:
+                    named.append(str(data.header.message_id))
+            elif isinstance(data, Mapping):
+                header = data.get("header")
+                message_id = header.get("message_id") if isinstance(header, Mapping) else None
+                if isinstance(message_id, str):
+                    named.append(message_id)
+        if not named:
+            return set()
+        return set(named) - self.store.known(named)
+
+    async def _admit(
+        self, submission: Submission, deadline: float, unseen: set[str]
+    ) -> Outcome | _Prepared:
+        """Check one report: ready to send, the first answer again, or why not.
+
+        ``unseen`` holds message ids the store did not have just before; emptied
+        here when this waits, since the store may have changed meanwhile.
+        """
         loop = asyncio.get_running_loop()
         while True:
             if self._closing:
@@ -280,8 +315,9 @@ class Pipeline:
                     self._retry_after,
                 )
             try:
-                prepared = self._prepare(submission)
+                prepared = self._prepare(submission, unseen)
             except _Waiting as waiting:
+                unseen.clear()
                 if waiting.group.task is None:
                     self._launch(waiting.group)  # the open group: send it now
                 task = waiting.group.task
@@ -304,7 +340,7 @@ class Pipeline:
                 return error
             return prepared
 
-    def _prepare(self, submission: Submission) -> _Prepared | Accepted:
+    def _prepare(self, submission: Submission, unseen: set[str]) -> _Prepared | Accepted:
         data = submission.data
         if isinstance(data, GatewayError):
             raise data
@@ -329,7 +365,7 @@ class Pipeline:
             )
         message_id = str(report.header.message_id)
         # A message id the gateway made up just now cannot have been used before.
-        replay = self._replay(message_id, key, fingerprint) if named else None
+        replay = self._replay(message_id, key, fingerprint, unseen) if named else None
         if replay is not None:
             return replay
         topics, kafka_key = self._route(report)
@@ -357,33 +393,26 @@ class Pipeline:
             raise self._not_ours_to_cancel(cancelled)
         return list(original.releasable_to)
 
-    def _replay(self, message_id: str, key: str | None, fingerprint: str) -> Accepted | None:
+    def _replay(
+        self, message_id: str, key: str | None, fingerprint: str, unseen: set[str]
+    ) -> Accepted | None:
         """The first answer for a retry, or None for a new report.
+
+        ``message_id`` in ``unseen``: the store did not have it a moment ago.
 
         Raises:
             IdempotencyConflictError: the id or key was used for a different request, or the
                 message was accepted before the idempotency window.
             _Waiting: the first attempt is still in flight.
         """
-        since = datetime.now(UTC) - self._window
         if key is not None:
-            if key in self._by_key:
-                group = self._by_key[key]
-                keyed = next(p for p in group.items if p.idempotency_key == key)
-                raise _Waiting(group, keyed.sealed.message_id, reference=False)
-            use = self.store.key_use(key, since)
-            if use is not None:
-                if use.fingerprint != fingerprint:
-                    raise IdempotencyConflictError(
-                        f"Idempotency-Key {key!r} was already used for a different request "
-                        f"(message {use.message_id}); one key names one request",
-                        message_id=use.message_id,
-                    )
-                first = self.store.published(use.message_id)
-                if first is not None:
-                    return dataclasses.replace(first.accepted, replayed=True)
+            keyed = self._replay_key(key, fingerprint)
+            if keyed is not None:
+                return keyed
         if message_id in self._by_id:
             raise _Waiting(self._by_id[message_id], message_id, reference=False)
+        if message_id in unseen:
+            return None
         first = self.store.published(message_id)
         if first is None:
             return None
@@ -394,13 +423,31 @@ class Pipeline:
                 [FieldIssue("header.message_id", "already used for a different report")],
                 message_id=message_id,
             )
-        if first.accepted.accepted_at < since:
+        if first.accepted.accepted_at < datetime.now(UTC) - self._window:
             raise IdempotencyConflictError(
                 f"message {message_id} was accepted at {first.accepted.accepted_at.isoformat()}, "
                 f"before the idempotency window ({self._window}); it is not written again",
                 message_id=message_id,
             )
         return dataclasses.replace(first.accepted, replayed=True)
+
+    def _replay_key(self, key: str, fingerprint: str) -> Accepted | None:
+        """The first answer for a retry by Idempotency-Key, or None when the key is new."""
+        if key in self._by_key:
+            group = self._by_key[key]
+            keyed = next(p for p in group.items if p.idempotency_key == key)
+            raise _Waiting(group, keyed.sealed.message_id, reference=False)
+        use = self.store.key_use(key, datetime.now(UTC) - self._window)
+        if use is None:
+            return None
+        if use.fingerprint != fingerprint:
+            raise IdempotencyConflictError(
+                f"Idempotency-Key {key!r} was already used for a different request "
+                f"(message {use.message_id}); one key names one request",
+                message_id=use.message_id,
+            )
+        first = self.store.published(use.message_id)
+        return dataclasses.replace(first.accepted, replayed=True) if first is not None else None
 
     def _original(self, message_id: str) -> Accepted | None:
         """A message this agency published, for a correction or cancellation to follow."""
@@ -640,22 +687,34 @@ class Pipeline:
             delivered.append(accepted)
         # Accepted means recorded: a retry finds it, a correction can follow it.
         self.store.record(records)
-        for record in records:
-            accepted = record.accepted
-            self.metrics.accepted.labels(accepted.report_type).inc()
+        if not records:
+            return delivered
+        by_type = Counter(record.accepted.report_type for record in records)
+        for report_type, count in by_type.items():
+            self.metrics.accepted.labels(report_type).inc(count)
+        observe = self.metrics.ack_latency.observe
+        for _ in records:
             # The group's time: from handing its first report to the producer to
             # its last acknowledgement (for a report on its own, exactly its own).
-            self.metrics.ack_latency.observe(elapsed)
-            log.info(
-                "report accepted",
-                report_type=accepted.report_type,
-                topic=accepted.topic,
-                partition=accepted.partition,
-                offset=accepted.offset,
-                copies=len(accepted.deliveries),
-                message_id=accepted.message_id,
-                trace_id=accepted.trace_id,
-            )
+            observe(elapsed)
+        # One line per group, naming every report: a line per report cost more
+        # than producing it.
+        log.info(
+            "reports accepted",
+            count=len(records),
+            reports=[
+                {
+                    "message_id": a.message_id,
+                    "report_type": a.report_type,
+                    "topic": a.topic,
+                    "partition": a.partition,
+                    "offset": a.offset,
+                    "copies": len(a.deliveries),
+                    "trace_id": a.trace_id,
+                }
+                for a in (record.accepted for record in records)
+            ],
+        )
         return delivered
 
     def _settle(self, admitted: Outcome | _Placed) -> Outcome:

@@ -84,3 +84,33 @@ def test_a_publisher_for_an_unknown_agency_is_a_config_error(
 ) -> None:
     with pytest.raises(ConfigError, match="not a party to the agreement"):
         Publisher("XX-NOBODY", settings, exchange=exchange)
+
+
+async def test_publish_many_replays_and_refuses_known_ids_across_groups(
+    settings: Settings, gateway_settings: GatewaySettings, exchange: Exchange
+) -> None:
+    # Over 64 reports, so the batched lookup of known ids spans several groups.
+    first = [incident() for _ in range(100)]
+    reused = {**first[70], "narrative": "another report under the same id"}
+    fresh = [incident() for _ in range(80)]
+    async with Publisher(AGENCY, settings, gateway=gateway_settings, exchange=exchange) as pub:
+        before = await pub.publish_many(first)
+        assert all(isinstance(o, Accepted) and not o.replayed for o in before)
+        again = [*fresh[:40], first[3], fresh[40], fresh[40], *fresh[41:], reused, first[99]]
+        outcomes = await pub.publish_many(again)
+    by_id = {o.message_id: o for o in before if isinstance(o, Accepted)}
+    replay, twice, duplicate = outcomes[40], outcomes[41], outcomes[42]
+    assert isinstance(replay, Accepted)
+    assert replay.replayed
+    assert replay.offset == by_id[replay.message_id].offset
+    assert isinstance(twice, Accepted)
+    assert not twice.replayed
+    assert isinstance(duplicate, Accepted)
+    assert duplicate.replayed
+    assert duplicate.offset == twice.offset
+    conflict, last = outcomes[-2], outcomes[-1]
+    assert isinstance(conflict, GatewayError)
+    assert conflict.status == 409
+    assert isinstance(last, Accepted)
+    assert last.replayed
+    assert all(isinstance(o, Accepted) and not o.replayed for o in outcomes[:40])
