@@ -13,7 +13,6 @@ import asyncio
 import dataclasses
 import time
 import uuid
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -213,7 +212,9 @@ class Pipeline:
             if index >= snapshot_end:
                 snapshot_end = index + _GROUP_SIZE
                 unseen = self._unseen(submissions[index:snapshot_end])
-            checked = await self._admit(submission, deadline, unseen)
+            checked = self._admit_now(submission, unseen)
+            if checked is None:
+                checked = await self._admit(submission, deadline, unseen)
             if not isinstance(checked, _Prepared):
                 admitted.append(checked)
                 continue
@@ -225,16 +226,25 @@ class Pipeline:
                 # works on it meanwhile.
                 await asyncio.sleep(0)
                 snapshot_end = index + 1
-        groups = {a.group for a in admitted if isinstance(a, _Placed)}
-        if groups:
-            # One turn of the loop, so that reports of concurrent requests placed
-            # in the same turn join the open group before it leaves.
-            await asyncio.sleep(0)
-            for group in groups:
-                self._launch(group)
-            tasks = {g.task for g in groups if g.task is not None}
-            await asyncio.wait(tasks, timeout=self._timeout)
+        await self._delivered_all({a.group for a in admitted if isinstance(a, _Placed)})
         outcomes = [self._settle(a) for a in admitted]
+        self._count(submissions, outcomes)
+        return outcomes
+
+    async def _delivered_all(self, groups: set[_Group]) -> None:
+        """Send the groups still open; wait (up to the timeout) until all are delivered."""
+        if not groups:
+            return
+        # One turn of the loop, so that reports of concurrent requests placed
+        # in the same turn join the open group before it leaves.
+        await asyncio.sleep(0)
+        for group in groups:
+            self._launch(group)
+        tasks = {g.task for g in groups if g.task is not None}
+        await asyncio.wait(tasks, timeout=self._timeout)
+
+    def _count(self, submissions: Sequence[Submission], outcomes: list[Outcome]) -> None:
+        """Metrics and log lines for refused and replayed reports."""
         for submission, outcome in zip(submissions, outcomes, strict=True):
             if isinstance(outcome, GatewayError):
                 self.metrics.rejected.labels(outcome.code).inc()
@@ -247,7 +257,6 @@ class Pipeline:
                 )
             elif outcome.replayed:
                 self.metrics.replayed.inc()
-        return outcomes
 
     def status(self, message_id: str) -> Status:
         """Where ``message_id`` went and who acknowledged it.
@@ -298,6 +307,17 @@ class Pipeline:
         if not named:
             return set()
         return set(named) - self.store.known(named)
+
+    def _admit_now(self, submission: Submission, unseen: set[str]) -> Outcome | _Prepared | None:
+        """:meth:`_admit` without a coroutine for the common case; None when it must wait."""
+        if self._closing:
+            return None
+        try:
+            return self._prepare(submission, unseen)
+        except _Waiting:
+            return None
+        except GatewayError as error:
+            return error
 
     async def _admit(
         self, submission: Submission, deadline: float, unseen: set[str]
@@ -678,7 +698,7 @@ class Pipeline:
                 report_type=sealed.report_type,
                 event_id=str(header.event_id),
                 key=sealed.key.decode(),
-                deliveries=tuple(Delivery(m.topic, m.partition, m.offset) for m in result),
+                deliveries=tuple([Delivery(m.topic, m.partition, m.offset) for m in result]),
                 releasable_to=tuple(header.releasable_to),
                 accepted_at=now,
                 trace_id=trace_id,
@@ -689,7 +709,10 @@ class Pipeline:
         self.store.record(records)
         if not records:
             return delivered
-        by_type = Counter(record.accepted.report_type for record in records)
+        by_type: dict[str, int] = {}
+        for record in records:
+            report_type = record.accepted.report_type
+            by_type[report_type] = by_type.get(report_type, 0) + 1
         for report_type, count in by_type.items():
             self.metrics.accepted.labels(report_type).inc(count)
         observe = self.metrics.ack_latency.observe
