@@ -89,14 +89,14 @@ def test_a_publisher_for_an_unknown_agency_is_a_config_error(
 async def test_publish_many_replays_and_refuses_known_ids_across_groups(
     settings: Settings, gateway_settings: GatewaySettings, exchange: Exchange
 ) -> None:
-    # Over 64 reports, so the batched lookup of known ids spans several groups.
-    first = [incident() for _ in range(100)]
+    # More than a group, so the batched lookup of known ids spans several groups.
+    first = [incident() for _ in range(300)]
     reused = {**first[70], "narrative": "another report under the same id"}
-    fresh = [incident() for _ in range(80)]
+    fresh = [incident() for _ in range(300)]
     async with Publisher(AGENCY, settings, gateway=gateway_settings, exchange=exchange) as pub:
         before = await pub.publish_many(first)
         assert all(isinstance(o, Accepted) and not o.replayed for o in before)
-        again = [*fresh[:40], first[3], fresh[40], fresh[40], *fresh[41:], reused, first[99]]
+        again = [*fresh[:40], first[3], fresh[40], fresh[40], *fresh[41:], reused, first[299]]
         outcomes = await pub.publish_many(again)
     by_id = {o.message_id: o for o in before if isinstance(o, Accepted)}
     replay, twice, duplicate = outcomes[40], outcomes[41], outcomes[42]
