@@ -88,7 +88,10 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
-    report: Report
+    # What the answer needs of the report, not the model: a group holds its
+    # reports until the broker acks, and every live model makes collections longer.
+    event_id: str
+    releasable_to: tuple[str, ...]
     sealed: SealedReport
     topics: list[str]
     fingerprint: str
@@ -392,7 +395,10 @@ class Pipeline:
             return replay
         topics, kafka_key = self._route(report)
         sealed = self._sealer.seal(report, key=kafka_key, traceparent=submission.traceparent)
-        return _Prepared(report, sealed, topics, fingerprint, key)
+        header = report.header
+        return _Prepared(
+            str(header.event_id), tuple(header.releasable_to), sealed, topics, fingerprint, key
+        )
 
     def _cancelled_releasability(self, report_type: str, data: dict[str, Any]) -> list[str] | None:
         """The original's releasability, for a cancellation that leaves its own out.
@@ -694,14 +700,13 @@ class Pipeline:
                 )
                 delivered.append(result)
                 continue
-            header = prepared.report.header
             accepted = Accepted(
                 message_id=sealed.message_id,
                 report_type=sealed.report_type,
-                event_id=str(header.event_id),
+                event_id=prepared.event_id,
                 key=sealed.key.decode(),
                 deliveries=tuple([Delivery(m.topic, m.partition, m.offset) for m in result]),
-                releasable_to=tuple(header.releasable_to),
+                releasable_to=prepared.releasable_to,
                 accepted_at=now,
                 trace_id=trace_id,
             )
