@@ -12,7 +12,10 @@ IncidentReports of LV-VRS (about 550 B encoded, one feed topic):
 - HTTP batch: ``POST /v1/reports:batch`` with JSON arrays.
 
 Latency is from handing a report over to the broker's acknowledgement (SDK,
-raw) or to the HTTP answer, which is sent after the ack. The gateway runs as
+raw) or to the HTTP answer, which is sent after the ack. "CPU µs" is the CPU
+time per report of the process doing the work (this one for the floors and
+the SDK, the gateway process for HTTP; the broker is a process of its own):
+on a shared machine it moves far less than reports/s. The gateway runs as
 its own process (``oix gateway run``, INFO logs to /dev/null); the HTTP
 client is a minimal keep-alive HTTP/1.1 client in this process, so that the
 client costs as little as it can. This machine has 2 cores, shared by the
@@ -90,10 +93,16 @@ class Result:
     seconds: float
     latencies: list[float] = field(default_factory=list)
     note: str = ""
+    cpu: float | None = None
+    """CPU seconds the working process spent, when measured."""
 
     @property
     def rate(self) -> float:
         return self.count / self.seconds
+
+    @property
+    def cpu_us(self) -> float | None:
+        return None if self.cpu is None else self.cpu / self.count * 1e6
 
     def percentile(self, p: float) -> float | None:
         if not self.latencies:
@@ -107,12 +116,13 @@ def codec_floor(exchange: Exchange, data: list[dict[str, Any]], seconds: float) 
     for report in data[:200]:
         sealer.seal(parse_report(report))
     done = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     while time.perf_counter() - start < seconds:
         for report in data[:1000]:
             sealer.seal(parse_report(report))
         done += 1000
-    return Result("floor: codec validate+encode+sign (1 core)", done, time.perf_counter() - start)
+    name = "floor: codec validate+encode+sign (1 core)"
+    return Result(name, done, time.perf_counter() - start, cpu=time.process_time() - cpu)
 
 
 async def workers(
@@ -149,7 +159,7 @@ async def raw_floor(
         await producer.send_and_wait(topic, sealed[0].value, key=sealed[0].key)
         # As fast as aiokafka goes: send without waiting, at most WINDOW unacknowledged.
         pending: deque[asyncio.Future[object]] = deque()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         for s in sealed:
             future = await producer.send(topic, s.value, key=s.key, headers=s.headers)
             future.add_done_callback(functools.partial(acked, time.perf_counter()))
@@ -157,11 +167,11 @@ async def raw_floor(
             if len(pending) >= WINDOW:
                 await pending.popleft()
         await asyncio.gather(*pending)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     finally:
         await producer.stop()
     note = f"{WINDOW} in flight"
-    return Result("floor: raw aiokafka, pre-encoded", len(sealed), seconds, latencies, note)
+    return Result("floor: raw aiokafka, pre-encoded", len(sealed), seconds, latencies, note, cpu)
 
 
 async def sdk_publish(
@@ -177,14 +187,18 @@ async def sdk_publish(
         async def one(i: int) -> None:
             await pub.publish(data[i])
 
+        cpu = time.process_time()
         seconds, latencies = await workers(len(data), WINDOW, one)
-        single = Result("SDK publish", len(data), seconds, latencies, f"{WINDOW} concurrent")
-        start = time.perf_counter()
+        cpu = time.process_time() - cpu
+        note = f"{WINDOW} concurrent"
+        single = Result("SDK publish", len(data), seconds, latencies, note, cpu)
+        start, cpu = time.perf_counter(), time.process_time()
         accepted = 0
         for offset in range(0, len(many), 1000):
             outcomes = await pub.publish_many(many[offset : offset + 1000])
             accepted += sum(1 for o in outcomes if not isinstance(o, Exception))
-        batch = Result("SDK publish_many (1000 a call)", accepted, time.perf_counter() - start)
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        batch = Result("SDK publish_many (1000 a call)", accepted, seconds, cpu=cpu)
     return single, batch
 
 
@@ -227,7 +241,9 @@ class HttpConnection:
 
 
 @contextlib.asynccontextmanager
-async def gateway_process(settings: Settings, bootstrap: str) -> AsyncIterator[tuple[int, str]]:
+async def gateway_process(
+    settings: Settings, bootstrap: str
+) -> AsyncIterator[tuple[int, str, int]]:
     token = create_token(settings.data_dir / "gateway" / "tokens.yaml", AGENCY, "bench")
     port = free_port()
     env = {
@@ -259,7 +275,7 @@ async def gateway_process(settings: Settings, bootstrap: str) -> AsyncIterator[t
             else:
                 await connection.close()
                 break
-        yield port, token
+        yield port, token, process.pid
     finally:
         process.terminate()
         await asyncio.wait_for(process.wait(), 30)
@@ -354,12 +370,41 @@ async def http_batch(
     return Result("HTTP batch (JSON array)", accepted, seconds, latencies, note)
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) of a process so far; None where /proc is not there."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def measured(pid: int, run: Awaitable[Result]) -> Result:
+    """``run``'s result with the CPU time process ``pid`` spent meanwhile."""
+    before = process_cpu(pid)
+    result = await run
+    after = process_cpu(pid)
+    if before is not None and after is not None:
+        result.cpu = after - before
+    return result
+
+
 def show(results: dict[str, Result]) -> None:
     codec = results["codec"].rate
     raw = results["raw"].rate
     lower = min(codec, raw)
     table = Table(title="gateway: IncidentReport of LV-VRS, acks=all, 2 cores shared")
-    columns = ("measure", "reports/s", "p50 ms", "p99 ms", "vs codec", "vs raw", "target", "met")
+    columns = (
+        "measure",
+        "reports/s",
+        "CPU µs",
+        "p50 ms",
+        "p99 ms",
+        "vs codec",
+        "vs raw",
+        "target",
+        "met",
+    )
     for column in columns:
         table.add_column(column, justify="left" if column in {"measure", "target"} else "right")
 
@@ -369,6 +414,7 @@ def show(results: dict[str, Result]) -> None:
         table.add_row(
             result.name + (f" [dim]({result.note})[/]" if result.note else ""),
             f"{result.rate:,.0f}",
+            f"{result.cpu_us:.0f}" if result.cpu_us is not None else "",
             f"{p50:.1f}" if p50 is not None else "",
             f"{p99:.1f}" if p99 is not None else "",
             f"{result.rate / codec:.2f}",
@@ -433,17 +479,22 @@ async def run(args: argparse.Namespace) -> None:
             results["sdk"], results["sdk_many"] = await sdk_publish(
                 settings, gateway, exchange, inputs["sdk"], inputs["sdk_many"]
             )
-            async with gateway_process(settings, bootstrap) as (port, token):
+            async with gateway_process(settings, bootstrap) as (port, token, pid):
                 console.print("HTTP single ...")
                 await http_single(port, token, inputs["warm"], args.connections)
-                results["single"] = await http_single(
-                    port, token, inputs["single"], args.connections
+                results["single"] = await measured(
+                    pid, http_single(port, token, inputs["single"], args.connections)
                 )
                 console.print(f"HTTP single at {PACED_RATE}/s ...")
-                results["paced"] = await http_paced(port, token, inputs["paced"], PACED_RATE)
+                results["paced"] = await measured(
+                    pid, http_paced(port, token, inputs["paced"], PACED_RATE)
+                )
                 console.print("HTTP batch ...")
-                results["batch"] = await http_batch(
-                    port, token, inputs["batch"], args.batch_size, args.batch_connections
+                results["batch"] = await measured(
+                    pid,
+                    http_batch(
+                        port, token, inputs["batch"], args.batch_size, args.batch_connections
+                    ),
                 )
             show(results)
         finally:
