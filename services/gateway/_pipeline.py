@@ -57,8 +57,9 @@ from services.gateway._settings import GatewaySettings
 from services.gateway._store import PartnerAck, Published, Record, Store
 
 log = get_logger(__name__)
-# Reports per group (and per store transaction): a commit costs about as much as
-# writing 50 rows, and a batch of 1000 still goes out in four groups.
+# Reports per group (and per store transaction): a transaction's fixed cost is
+# about 20 rows' worth (13.8 µs a row at 64, 11.2 at 256), and a batch of 1000
+# still goes out in four groups.
 _GROUP_SIZE = 256
 _ROUTES_REMEMBERED = 4096
 
