@@ -330,9 +330,15 @@ def create_app(service: GatewayService) -> FastAPI:  # noqa: C901, PLR0915  # on
             )
         except GatewayError as error:
             raise refuse(error) from None
+        # One trace for the request, a span per report: the request's traceparent
+        # is checked once here, not once per report.
         trace = child_traceparent(traceparent)
+        head, tail = trace[:36], trace[52:]  # "00-<trace id>-", "-<flags>"
         outcomes = await service.pipeline.publish_many(
-            [Submission(item, None, child_traceparent(trace)) for item in items],
+            [
+                Submission(item, None, f"{head}{random.getrandbits(64) | 1:016x}{tail}")
+                for item in items
+            ],
         )
         results: list[dict[str, Any]] = []
         accepted = 0
