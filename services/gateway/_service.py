@@ -14,27 +14,24 @@ import contextlib
 import gc
 import socket
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 
 import uvicorn
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.bus import (
-    BrokerError,
     ConfigError,
     Exchange,
     Settings,
     get_logger,
-    start_producer,
 )
 from services.gateway._acks import AcknowledgementReader
 from services.gateway._metrics import Metrics
 from services.gateway._pipeline import Pipeline
+from services.gateway._resources import open_resources
 from services.gateway._settings import (
     GatewaySettings,
     check_agency,
-    store_path,
     tokens_path,
 )
 from services.gateway._store import Store
@@ -87,27 +84,17 @@ class GatewayService:
             ConfigError: no broker configured, or the store cannot be opened.
             BrokerError: the broker cannot be reached.
         """
-        if self.bootstrap is None:
-            raise ConfigError("no broker: set OIX_BOOTSTRAP (or run the gateway inside `oix up`)")
-        self._store = Store.open(store_path(self.settings, self.agency))
-        forgotten = self._store.forget_keys_before(
-            datetime.now(UTC) - self.gateway.idempotency_window
-        )
-        try:
-            self._producer = await start_producer(self.settings, self.bootstrap)
-        except KafkaError as exc:
-            self._store.close()
-            raise BrokerError(f"cannot reach the broker at {self.bootstrap}: {exc!r}") from exc
-        self._pipeline = Pipeline(
+        opened = await open_resources(
             self.exchange,
             self.agency,
-            producer=self._producer,
-            store=self._store,
-            metrics=self.metrics,
+            settings=self.settings,
             gateway=self.gateway,
+            metrics=self.metrics,
+            bootstrap=self.bootstrap,
         )
-        self._pipeline.start()
+        self._store, self._producer, self._pipeline = opened.store, opened.producer, opened.pipeline
         if self.gateway.track_acknowledgements:
+            assert self.bootstrap is not None  # open_resources refuses None without a producer
             self._acks = AcknowledgementReader(
                 self.settings,
                 gateway=self.gateway,
@@ -123,7 +110,7 @@ class GatewayService:
             "gateway started",
             agency=self.agency,
             store=str(self._store.path),
-            expired_idempotency_keys=forgotten,
+            expired_idempotency_keys=opened.forgotten,
         )
 
     async def stop(self) -> None:

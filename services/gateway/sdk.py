@@ -18,13 +18,13 @@ from types import TracebackType
 from typing import Any, Self
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
 
-from services.bus import BrokerError, ConfigError, Exchange, Report, Settings, start_producer
+from services.bus import Exchange, Report, Settings
 from services.gateway._metrics import Metrics
 from services.gateway._pipeline import Pipeline, Status, Submission
+from services.gateway._resources import open_resources
 from services.gateway._results import Accepted, Outcome
-from services.gateway._settings import GatewaySettings, check_agency, store_path
+from services.gateway._settings import GatewaySettings, check_agency
 from services.gateway._store import Store
 
 __all__ = ["Accepted", "Outcome", "Publisher", "Status"]
@@ -72,27 +72,16 @@ class Publisher:
             ConfigError: no broker is configured.
             BrokerError: the broker cannot be reached.
         """
-        self._store = Store.open(store_path(self.settings, self.agency))
-        if self._shared_producer is not None:
-            self._producer = self._shared_producer
-        else:
-            if self.bootstrap is None:
-                self._store.close()
-                raise ConfigError("no broker: set OIX_BOOTSTRAP or pass bootstrap=")
-            try:
-                self._producer = await start_producer(self.settings, self.bootstrap)
-            except KafkaError as exc:
-                self._store.close()
-                raise BrokerError(f"cannot reach the broker at {self.bootstrap}: {exc!r}") from exc
-        self._pipeline = Pipeline(
+        opened = await open_resources(
             self.exchange,
             self.agency,
-            producer=self._producer,
-            store=self._store,
-            metrics=self.metrics,
+            settings=self.settings,
             gateway=self.gateway,
+            metrics=self.metrics,
+            bootstrap=self.bootstrap,
+            producer=self._shared_producer,
         )
-        self._pipeline.start()
+        self._store, self._producer, self._pipeline = opened.store, opened.producer, opened.pipeline
 
     async def close(self) -> None:
         """Wait for reports in flight, stop the producer (unless shared), close the store."""
