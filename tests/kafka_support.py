@@ -20,7 +20,6 @@ async def read_topics(
     Returns what arrived by ``timeout`` (the caller asserts on it), so a
     missing record fails the test with the records that did arrive.
     """
-    names = list(topics)
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap,
         enable_auto_commit=False,
@@ -32,19 +31,7 @@ async def read_topics(
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         deadline = time.monotonic() + timeout
-        partitions: list[TopicPartition] = []
-        while time.monotonic() < deadline:
-            partitions = [
-                TopicPartition(t, p)
-                for t in names
-                for p in sorted(consumer.partitions_for_topic(t) or [])
-            ]
-            if len({tp.topic for tp in partitions}) == len(names):
-                break
-            await consumer.topics()  # refreshes metadata
-            await asyncio.sleep(0.1)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        await assign_from_start(consumer, topics, deadline)
         while len(records) < expected and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
             for batch_records in batch.values():
@@ -52,3 +39,27 @@ async def read_topics(
     finally:
         await consumer.stop()
     return records
+
+
+async def assign_from_start(
+    consumer: AIOKafkaConsumer, topics: Iterable[str], deadline: float
+) -> None:
+    """Assign every partition of ``topics`` at offset 0, once the metadata names them all.
+
+    Topics are created by the first write to them, so a reader may start
+    before the broker's metadata knows every one.
+    """
+    names = set(topics)
+    partitions: list[TopicPartition] = []
+    while time.monotonic() < deadline:
+        partitions = [
+            TopicPartition(t, p)
+            for t in sorted(names)
+            for p in sorted(consumer.partitions_for_topic(t) or [])
+        ]
+        if {tp.topic for tp in partitions} == names:
+            break
+        await consumer.topics()  # refreshes metadata
+        await asyncio.sleep(0.1)
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)

@@ -13,7 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from kafka_support import assign_from_start
 
 from services.bus import H_MESSAGE_ID, Exchange, Opened, Settings, freshen, load_examples
 from services.gateway import GatewayServer, GatewayService, GatewaySettings
@@ -101,19 +102,7 @@ async def read_until(
     landed: list[Landed] = []
     try:
         deadline = time.monotonic() + timeout
-        partitions: list[TopicPartition] = []
-        while time.monotonic() < deadline:
-            partitions = [
-                TopicPartition(t, p)
-                for t in names
-                for p in sorted(consumer.partitions_for_topic(t) or [])
-            ]
-            if len({tp.topic for tp in partitions}) == len(names):
-                break
-            await consumer.topics()
-            await asyncio.sleep(0.1)
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        await assign_from_start(consumer, names, deadline)
         seen: set[str] = set()
         while not wanted <= seen and time.monotonic() < deadline:
             batch = await consumer.getmany(timeout_ms=200)
