@@ -64,6 +64,10 @@ def producer_options(settings: Settings, bootstrap: str, **overrides: Any) -> di
     }
 
 
+_NO_IDEMPOTENCE: set[str] = set()
+"""Brokers that refused the idempotent producer, warned about already."""
+
+
 async def start_producer(settings: Settings, bootstrap: str, **overrides: Any) -> AIOKafkaProducer:
     """Start a producer, idempotent where the broker supports it.
 
@@ -81,9 +85,13 @@ async def start_producer(settings: Settings, bootstrap: str, **overrides: Any) -
             await producer.stop()
             if settings.kafka_idempotence == "on":
                 raise BrokerError(f"the broker refused the idempotent producer: {exc}") from exc
-            log.warning(
+            # Once per broker and process: `oix up` starts a producer per service.
+            warn = log.debug if bootstrap in _NO_IDEMPOTENCE else log.warning
+            _NO_IDEMPOTENCE.add(bootstrap)
+            warn(
                 "idempotent producer not available on this broker; retries may duplicate "
                 "records, consumers deduplicate by message id",
+                bootstrap=bootstrap,
                 error=repr(exc),
             )
         else:
