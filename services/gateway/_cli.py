@@ -83,7 +83,7 @@ def token_create(
     tokens_file: TokensOption = None,
 ) -> None:
     """Make a bearer token for an agency system; it is printed once and stored hashed."""
-    from services.cli import fail, out, settings_or_exit  # noqa: PLC0415
+    from services.cli import err, fail, out, settings_or_exit  # noqa: PLC0415
 
     settings = settings_or_exit()
     path = tokens_path(settings, _gateway_settings(tokens_file=tokens_file))
@@ -91,9 +91,10 @@ def token_create(
         token = create_token(path, agency, name)
     except OixError as exc:
         raise fail(str(exc)) from None
-    out.print(f"token {name!r} for {agency} added to {path} (only its SHA-256 is kept):")
+    err.print(f"token {name!r} for {agency} added to {path} (only its SHA-256 is kept)")
+    err.print("copy it now: it cannot be shown again.")
+    # Only the token on stdout, so TOKEN=$(oix gateway token create …) works.
     out.print(token, highlight=False, soft_wrap=True)
-    out.print("copy it now: it cannot be shown again.")
 
 
 @token_app.command("list")

@@ -62,7 +62,8 @@ def gateway_process(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
         text=True,
         check=True,
     )
-    [token] = [w for w in made.stdout.split() if w.startswith("oixgw_")]
+    token = made.stdout.strip()  # stdout carries the token alone, for scripts
+    assert token.startswith("oixgw_"), made.stdout
     log = (data / "gateway.log").open("wb")
     process = subprocess.Popen([*cli, "run"], env=env, cwd=REPO, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
