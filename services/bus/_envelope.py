@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from services.bus._codec import Codec, Decoded, read_fingerprint
+from services.bus._codec import Codec, Decoded
 from services.bus._errors import DecodeError, SigningError
 from services.bus._reports import Report
 from services.bus._signing import SignatureStatus, Signer, Verification, Verifier
@@ -161,19 +161,19 @@ class Opener:
             decoded.originator if decoded is not None else None,
         )
         if decoded is not None and verification.status is not SignatureStatus.UNSIGNED:
-            mismatch = _contradiction(found, decoded, data)
+            mismatch = _contradiction(found, decoded)
             if mismatch:
                 verification = Verification(SignatureStatus.INVALID, mismatch)
         return Opened(verification, decoded, error, found)
 
 
-def _contradiction(headers: dict[str, bytes], decoded: Decoded, value: bytes) -> str:
+def _contradiction(headers: dict[str, bytes], decoded: Decoded) -> str:
     """The first Kafka header that contradicts the signed content, described."""
     expected = {
         H_MESSAGE_ID: str(decoded.message_id),
         H_ORIGINATOR: decoded.originator,
         H_TYPE: decoded.report_type,
-        H_SCHEMA: f"{read_fingerprint(value):016x}",
+        H_SCHEMA: f"{decoded.writer_fingerprint:016x}",
     }
     for name, signed in expected.items():
         raw = headers.get(name)
