@@ -65,8 +65,7 @@ class Sealer:
         self.codec = codec
         self.signer = signer
         self._schema_header = {
-            name: f"{schema.fingerprint:016x}".encode()
-            for name, schema in codec.registry.current.items()
+            name: schema.fingerprint_hex.encode() for name, schema in codec.registry.current.items()
         }
 
     def seal(
