@@ -67,11 +67,6 @@ class Batch:
             self._open()
 
     @property
-    def room(self) -> int:
-        """How many more records fit."""
-        return max(0, self.max_records - len(self.records))
-
-    @property
     def full(self) -> bool:
         """No more records fit."""
         return len(self.records) >= self.max_records or self.size >= self.max_bytes

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import orjson
 from prometheus_client import (
@@ -95,7 +95,6 @@ class Health:
     consuming: bool = False
     store_available: bool = True
     problem: str = ""
-    details: dict[str, object] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -105,9 +104,7 @@ class Health:
     def body(self) -> bytes:
         """The JSON body of ``/healthz``."""
         status = "ok" if self.ok else "unavailable"
-        return orjson.dumps(
-            {"status": status, "problem": self.problem or None, **self.details},
-        )
+        return orjson.dumps({"status": status, "problem": self.problem or None})
 
 
 class MetricsServer:

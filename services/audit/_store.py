@@ -56,9 +56,6 @@ class PartitionHead:
         return None if self.last_offset is None else self.last_offset + 1
 
 
-EMPTY_HEAD = PartitionHead(epoch=0, last_offset=None, last_facts=None, chain=GENESIS)
-
-
 @dataclass(frozen=True, slots=True)
 class PartitionExtent:
     """What the store holds of one epoch of one partition."""
