@@ -15,7 +15,7 @@ from services.bus._codec import Codec, SchemaRegistry
 from services.bus._envelope import Opener, Sealer
 from services.bus._errors import SigningError
 from services.bus._settings import Settings
-from services.bus._signing import Signer, Verifier
+from services.bus._signing import Signer, Verifier, decode_public_key
 from services.bus._topics import Router, TopicNaming
 
 
@@ -73,8 +73,7 @@ class Exchange:
             if not path.is_file():
                 continue
             signer = Signer.from_pem_file(party, key.id, path)
-            trusted = {k.key_id: k.public_key for k in self.agreement.trusted_keys()}
-            if signer.public_key != trusted[key.id]:
+            if signer.public_key != decode_public_key(key.public_key, where=f"{party}/{key.id}"):
                 raise SigningError(
                     f"{path}: this private key does not match the public key the agreement "
                     f"lists for {key.id}",
