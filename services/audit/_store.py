@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.audit._chain import GENESIS, kafka_facts
+from services.audit._chain import GENESIS, facts_of
 from services.audit._engine import create_engine, is_sqlite
 from services.audit._errors import StoreConflictError, StoreError, StoreUnavailableError
 from services.audit._events import EventKind, LogEvent
@@ -218,10 +218,7 @@ class AuditStore:
             return PartitionHead(reset_epoch or 0, None, None, GENESIS)
         if reset_epoch is not None and reset_epoch > last.epoch:
             return PartitionHead(reset_epoch, None, None, last.row_hash)
-        facts = kafka_facts(
-            last.kafka_timestamp, last.timestamp_type, last.record_key, last.headers, last.value
-        )
-        return PartitionHead(last.epoch, last.kafka_offset, facts, last.row_hash)
+        return PartitionHead(last.epoch, last.kafka_offset, facts_of(last), last.row_hash)
 
     async def append(
         self,
