@@ -18,7 +18,7 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError, OffsetOutOfRangeError
 
 from services.bus import (
@@ -27,7 +27,7 @@ from services.bus import (
     AgreementError,
     Exchange,
     Settings,
-    client_options,
+    consumer,
     get_logger,
 )
 from services.gateway._metrics import Metrics
@@ -82,9 +82,9 @@ class AcknowledgementReader:
         self._metadata = metadata
         self._refresh = gateway.ack_refresh_interval
         self.topics = acknowledgement_topics(exchange, agency)
-        self._consumer = AIOKafkaConsumer(
-            **client_options(settings, bootstrap),
-            enable_auto_commit=False,
+        self._consumer = consumer(
+            settings,
+            bootstrap,
             # Positions come from the store; a position past the end of the log
             # must be an error we see, not a silent reset.
             auto_offset_reset="none",
