@@ -272,9 +272,10 @@ def agreement_topics() -> None:
     """Every topic the agreement implies, and who reads it."""
     settings = settings_or_exit()
     exchange = _exchange(settings)
+    readable = {p: set(exchange.router.readable_by(p)) for p in exchange.agreement.parties}
     table = Table("topic", "readers")
     for topic in exchange.router.all_topics():
-        readers = [p for p in exchange.agreement.parties if topic in exchange.router.readable_by(p)]
+        readers = [p for p, topics in readable.items() if topic in topics]
         table.add_row(topic, ", ".join(readers) or "auditors")
     out.print(table)
 
