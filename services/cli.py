@@ -6,7 +6,7 @@ import asyncio
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -27,6 +27,9 @@ from services.bus import (
     render_acls,
 )
 from services.gateway._cli import gateway_app
+
+if TYPE_CHECKING:
+    from services.bus._schemas import ReportSchema
 
 app = typer.Typer(
     help="OIX: the operational information exchange bus for border guard services.",
@@ -164,20 +167,24 @@ def _exchange(settings: Settings) -> Exchange:
         raise fail(str(exc), 2) from None
 
 
+def _load_schemas(directory: Path) -> tuple[dict[str, ReportSchema], dict[int, ReportSchema]]:
+    """The current and the released schemas of ``directory``, or exit with the reason."""
+    from services.bus._schemas import load_current, load_released
+
+    try:
+        return load_current(directory), load_released(directory / "released")
+    except OixError as exc:
+        raise fail(str(exc)) from None
+
+
 @schemas_app.command("check")
 def schemas_check(
     schemas_dir: Annotated[Path | None, typer.Option(help="Defaults to OIX_SCHEMAS_DIR.")] = None,
 ) -> None:
     """Refuse a schema change that is not backward and forward compatible with every release."""
     from services.bus._compat import check_compatibility
-    from services.bus._schemas import load_current, load_released
 
-    directory = schemas_dir or settings_or_exit().schemas_dir
-    try:
-        current = load_current(directory)
-        released = load_released(directory / "released")
-    except OixError as exc:
-        raise fail(str(exc)) from None
+    current, released = _load_schemas(schemas_dir or settings_or_exit().schemas_dir)
     problems = check_compatibility(current, released)
     for problem in problems:
         err.print(f"[red]incompatible:[/] {problem}", highlight=False, soft_wrap=True)
@@ -213,14 +220,7 @@ def schemas_release(
 @schemas_app.command("list")
 def schemas_list() -> None:
     """Every released schema version, by report type and fingerprint."""
-    from services.bus._schemas import load_current, load_released
-
-    directory = settings_or_exit().schemas_dir
-    try:
-        current = load_current(directory)
-        released = load_released(directory / "released")
-    except OixError as exc:
-        raise fail(str(exc)) from None
+    current, released = _load_schemas(settings_or_exit().schemas_dir)
     table = Table("report type", "fingerprint", "current")
     for schema in sorted(released.values(), key=lambda s: (s.name, s.fingerprint_hex)):
         is_current = current.get(schema.name) == schema
