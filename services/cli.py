@@ -107,7 +107,8 @@ def demo(
     from services.demo import Published, run_demo
 
     settings = settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
-    if settings.bootstrap is None:
+    servers = settings.bootstrap
+    if servers is None:
         raise fail("no broker: set OIX_BOOTSTRAP or --bootstrap (or run `oix up`)", 2)
     exchange = _exchange(settings)
 
@@ -119,12 +120,11 @@ def demo(
             highlight=False,
         )
 
-    assert settings.bootstrap is not None
     count = run(
         lambda: run_demo(
             settings,
             exchange,
-            settings.bootstrap or "",
+            servers,
             rounds=rounds or None,
             interval=interval,
             on_published=show,
