@@ -191,10 +191,10 @@ def create_app(service: GatewayService) -> FastAPI:  # noqa: C901, PLR0915  # on
         log.info("request refused", code=error.code, detail=error.detail)
         return error
 
-    def authenticate(credentials: HTTPAuthorizationCredentials | None) -> Caller:
-        if credentials is None:
+    def authenticate(token: str | None) -> Caller:
+        if not token:
             raise UnauthorizedError("a bearer token is required: Authorization: Bearer <token>")
-        caller = service.tokens.lookup(credentials.credentials)
+        caller = service.tokens.lookup(token)
         if caller is None:
             raise UnauthorizedError("the bearer token is not valid for this gateway")
         if caller.agency != agency:
@@ -208,13 +208,8 @@ def create_app(service: GatewayService) -> FastAPI:  # noqa: C901, PLR0915  # on
         # Read by hand, not through FastAPI's dependency injection: this runs for
         # every report, and the injection costs more than the check itself.
         scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        credentials = (
-            HTTPAuthorizationCredentials(scheme=scheme, credentials=token.strip())
-            if scheme.lower() == "bearer" and token.strip()
-            else None
-        )
         try:
-            return authenticate(credentials)
+            return authenticate(token.strip() if scheme.lower() == "bearer" else None)
         except GatewayError as error:
             raise refuse(error) from None
 
@@ -237,7 +232,7 @@ def create_app(service: GatewayService) -> FastAPI:  # noqa: C901, PLR0915  # on
     async def reader(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
     ) -> Caller:
-        return authenticate(credentials)
+        return authenticate(credentials.credentials if credentials is not None else None)
 
     @app.exception_handler(GatewayError)
     async def on_gateway_error(_: Request, error: Exception) -> Response:
