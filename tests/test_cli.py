@@ -13,7 +13,7 @@ from pathlib import Path
 
 from kafka_support import read_topics
 
-from services.bus import Exchange, Signer, load_examples
+from services.bus import Exchange, Signer, free_port, load_examples
 
 REPO = Path(__file__).resolve().parents[1]
 OIX = [sys.executable, "-m", "services.cli"]
@@ -73,9 +73,7 @@ def test_broker_that_does_not_come_up_is_one_clear_line(tmp_path: Path) -> None:
 
 
 def test_broker_runs_until_sigterm_and_stops_cleanly() -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = subprocess.Popen(
         [*OIX, "broker", "--port", str(port)],
         stdout=subprocess.PIPE,
