@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
+from functools import partial
 from itertools import chain as concat
 
 from services.audit._record import AuditRecord, Headers, KafkaRecord, Opening, assemble, open_value
@@ -59,8 +60,7 @@ def _ready() -> bool:
 
 def _open_raw(chunk: Sequence[Raw]) -> list[Opening]:
     assert _opener is not None, "worker not started"
-    opener = _opener
-    return [open_value(opener, value, headers) for value, headers in chunk]
+    return _open_here(_opener, chunk)
 
 
 def _open_here(opener: Opener, chunk: Sequence[Raw]) -> list[Opening]:
@@ -111,17 +111,11 @@ class RecordOpener:
         workers = max(1, self.processes)
         size = max(_MIN_CHUNK, -(-len(raw) // (2 * workers)))
         chunks = [raw[i : i + size] for i in range(0, len(raw), size)]
-        if self.processes > 0:
-            parts = await asyncio.gather(
-                *(loop.run_in_executor(self._executor, _open_raw, chunk) for chunk in chunks),
-            )
-        else:
-            parts = await asyncio.gather(
-                *(
-                    loop.run_in_executor(self._executor, _open_here, self._opener, chunk)
-                    for chunk in chunks
-                ),
-            )
+        # Worker processes open with their own opener; the thread with this one.
+        work = _open_raw if self.processes > 0 else partial(_open_here, self._opener)
+        parts = await asyncio.gather(
+            *(loop.run_in_executor(self._executor, work, chunk) for chunk in chunks),
+        )
         return list(concat.from_iterable(parts))
 
     def close(self) -> None:
