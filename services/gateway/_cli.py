@@ -40,6 +40,13 @@ def _gateway_settings(**overrides: object) -> GatewaySettings:
         raise fail(str(exc), 2) from None
 
 
+def _tokens_path(tokens_file: Path | None) -> Path:
+    """The token file the ``token`` commands work on."""
+    from services.cli import settings_or_exit  # noqa: PLC0415  # the CLI module imports this one
+
+    return tokens_path(settings_or_exit(), _gateway_settings(tokens_file=tokens_file))
+
+
 @gateway_app.command("run")
 def run(
     agency: Annotated[
@@ -83,10 +90,9 @@ def token_create(
     tokens_file: TokensOption = None,
 ) -> None:
     """Make a bearer token for an agency system; it is printed once and stored hashed."""
-    from services.cli import err, fail, out, settings_or_exit  # noqa: PLC0415
+    from services.cli import err, fail, out  # noqa: PLC0415
 
-    settings = settings_or_exit()
-    path = tokens_path(settings, _gateway_settings(tokens_file=tokens_file))
+    path = _tokens_path(tokens_file)
     try:
         token = create_token(path, agency, name)
     except OixError as exc:
@@ -100,10 +106,9 @@ def token_create(
 @token_app.command("list")
 def token_list(tokens_file: TokensOption = None) -> None:
     """The tokens of the token file: names, agencies, creation dates (never the tokens)."""
-    from services.cli import fail, out, settings_or_exit  # noqa: PLC0415
+    from services.cli import fail, out  # noqa: PLC0415
 
-    settings = settings_or_exit()
-    path = tokens_path(settings, _gateway_settings(tokens_file=tokens_file))
+    path = _tokens_path(tokens_file)
     try:
         entries = read_tokens(path)
     except OixError as exc:
@@ -120,10 +125,9 @@ def token_revoke(
     tokens_file: TokensOption = None,
 ) -> None:
     """Remove a token; a running gateway refuses it within a second."""
-    from services.cli import fail, out, settings_or_exit  # noqa: PLC0415
+    from services.cli import fail, out  # noqa: PLC0415
 
-    settings = settings_or_exit()
-    path = tokens_path(settings, _gateway_settings(tokens_file=tokens_file))
+    path = _tokens_path(tokens_file)
     try:
         revoke_token(path, name)
     except OixError as exc:
