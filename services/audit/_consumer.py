@@ -399,15 +399,16 @@ class AuditConsumer:
             try:
                 await self.store.append(linked.records, batch.events, expected)
             except StoreUnavailableError as exc:
-                self._store_down(exc, backoff, len(batch))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.audit.retry_max_backoff_ms / 1000)
+                backoff = await self._store_down(exc, backoff, len(batch))
                 continue
             break
         elapsed = time.monotonic() - started
         self._stored(linked.records, batch.events, linked.heads, elapsed)
 
-    def _store_down(self, error: StoreUnavailableError, backoff: float, pending: int) -> None:
+    async def _store_down(
+        self, error: StoreUnavailableError, backoff: float, pending: int
+    ) -> float:
+        """Say the store is unavailable, wait ``backoff`` seconds; returns the next backoff."""
         self.metrics.store_errors.labels("unavailable").inc()
         self.metrics.store_up.set(0)
         self.health.store_available = False
@@ -418,6 +419,8 @@ class AuditConsumer:
             records=pending,
             retry_in_s=backoff,
         )
+        await asyncio.sleep(backoff)
+        return min(backoff * 2, self.audit.retry_max_backoff_ms / 1000)
 
     def _stored(
         self,
@@ -507,9 +510,7 @@ class AuditConsumer:
             try:
                 result = await operation()
             except StoreUnavailableError as exc:
-                self._store_down(exc, backoff, len(self._batch))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.audit.retry_max_backoff_ms / 1000)
+                backoff = await self._store_down(exc, backoff, len(self._batch))
             else:
                 self.health.store_available = True
                 self.health.problem = ""
