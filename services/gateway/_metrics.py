@@ -23,9 +23,8 @@ class Metrics:
 
     content_type = CONTENT_TYPE_LATEST
 
-    def __init__(self, agency: str) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.agency = agency
         self.accepted = Counter(
             "oix_gateway_reports_accepted",
             "Reports the broker acknowledged, by type (replays of a first answer not counted).",

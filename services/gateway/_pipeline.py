@@ -178,11 +178,6 @@ class Pipeline:
         """Reports sent and not yet acknowledged (or failed)."""
         return len(self._by_id)
 
-    @property
-    def closing(self) -> bool:
-        """True once :meth:`close` began: no new reports are taken."""
-        return self._closing
-
     def start(self) -> None:
         """Start watching the broker for lost topics."""
         self._guard.start()

@@ -63,7 +63,7 @@ class GatewayService:
                 f"publish; create one with `oix gateway token create {self.agency} --name "
                 "<system>`",
             )
-        self.metrics = Metrics(self.agency)
+        self.metrics = Metrics()
         self.draining = False
         self._store: Store | None = None
         self._producer: AIOKafkaProducer | None = None

@@ -59,7 +59,7 @@ class Publisher:
         self.exchange = exchange or Exchange.from_settings(self.settings)
         self.agency = check_agency(self.exchange, agency)
         self.bootstrap = bootstrap or self.settings.bootstrap
-        self.metrics = Metrics(self.agency)
+        self.metrics = Metrics()
         self._shared_producer = producer
         self._producer: AIOKafkaProducer | None = None
         self._store: Store | None = None
