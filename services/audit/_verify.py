@@ -100,8 +100,11 @@ class PartitionSummary:
         """Records on the broker not stored yet (not a loss: the consumer has yet to read them)."""
         if self.broker is None:
             return None
-        stored_next = self.broker.log_start if self.last_offset is None else self.last_offset + 1
-        return max(0, self.broker.high_watermark - stored_next)
+        return max(0, self.broker.high_watermark - self.stored_next(self.broker))
+
+    def stored_next(self, broker: BrokerPartition) -> int:
+        """The first offset the store lacks; the broker's log start when it holds none."""
+        return broker.log_start if self.last_offset is None else self.last_offset + 1
 
 
 @dataclass(slots=True)
@@ -131,7 +134,7 @@ class _PartitionCheck:
     def __init__(self, summary: PartitionSummary, events: list[LogEvent]) -> None:
         self.summary = summary
         self.findings: list[Finding] = []
-        self._resets = {e.epoch for e in events if e.kind is EventKind.LOG_RESET}
+        self.resets = {e.epoch for e in events if e.kind is EventKind.LOG_RESET}
         self._gaps = [e for e in events if e.kind is EventKind.OFFSET_GAP]
         self._hash = GENESIS
         self._previous: AuditRecord | None = None
@@ -155,7 +158,7 @@ class _PartitionCheck:
             )
         previous = self._previous
         if previous is None or row.epoch != previous.epoch:
-            if row.epoch > 0 and row.epoch not in self._resets:
+            if row.epoch > 0 and row.epoch not in self.resets:
                 self._find(
                     FindingKind.EPOCH,
                     row,
@@ -222,11 +225,12 @@ class Verifier:
         report = VerifyReport(broker_compared=broker is not None)
         extents = await self.store.extents()
         events = await self.store.log_events()
-        partitions = sorted(
-            {(e.topic, e.partition) for e in extents} | {(e.topic, e.partition) for e in events}
-        )
-        for topic, number in partitions:
-            mine = [e for e in events if (e.topic, e.partition) == (topic, number)]
+        by_partition: dict[Partition, list[LogEvent]] = {
+            (e.topic, e.partition): [] for e in extents
+        }
+        for event in events:
+            by_partition.setdefault((event.topic, event.partition), []).append(event)
+        for (topic, number), mine in sorted(by_partition.items()):
             report.partitions.append(await self._partition(topic, number, mine, report))
         for event in events:
             kind = (
@@ -234,14 +238,13 @@ class Verifier:
                 if event.kind is EventKind.LOG_RESET
                 else FindingKind.BROKER_LOSS
             )
-            first = event.first_offset
             report.findings.append(
                 Finding(
                     kind,
                     event.topic,
                     event.partition,
                     event.epoch,
-                    first,
+                    event.first_offset,
                     event.last_offset,
                     event.describe(),
                 ),
@@ -283,10 +286,10 @@ class Verifier:
             if self.on_progress is not None:
                 self.on_progress(len(rows))
             after = (rows[-1].epoch, rows[-1].kafka_offset)
-        resets = [e.epoch for e in events if e.kind is EventKind.LOG_RESET]
-        if resets and (summary.epoch is None or max(resets) > summary.epoch):
+        latest = max(check.resets, default=None)
+        if latest is not None and (summary.epoch is None or latest > summary.epoch):
             # A reset was noticed and nothing stored since: the current epoch is empty.
-            summary.epoch, summary.first_offset, summary.last_offset = max(resets), None, None
+            summary.epoch, summary.first_offset, summary.last_offset = latest, None, None
         summary.findings = len(check.findings)
         report.findings.extend(check.findings)
         return summary
@@ -318,7 +321,7 @@ class Verifier:
                         ),
                     )
                 continue
-            stored_next = seen.log_start if summary.last_offset is None else summary.last_offset + 1
+            stored_next = summary.stored_next(seen)
             if summary.first_offset is not None and summary.first_offset > seen.log_start:
                 report.findings.append(
                     Finding(
