@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 import schemathesis
+from gateway_support import bearer
 from hypothesis import HealthCheck, given, settings
 from hypothesis.strategies import SearchStrategy
 from schemathesis import GenerationMode
@@ -117,7 +118,7 @@ def _fuzz(strategy: SearchStrategy[schemathesis.Case], token: str) -> None:
         database=None,
     )
     def every_operation(case: schemathesis.Case) -> None:
-        response = case.call(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        response = case.call(headers=bearer(token), timeout=30)
         case.validate_response(
             response,
             checks=[
