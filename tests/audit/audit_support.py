@@ -11,7 +11,16 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from services.audit import AuditConsumer, AuditSettings, AuditStore, migrate
+from services.audit import (
+    AuditConsumer,
+    AuditSettings,
+    AuditStore,
+    RecordOpener,
+    Verifier,
+    VerifyReport,
+    migrate,
+    read_broker_view,
+)
 from services.bus import (
     Exchange,
     IncidentReport,
@@ -135,6 +144,22 @@ async def running_consumer(
         if not run.task.done():
             await run.finish()
         await store.close()
+
+
+async def verify_store(
+    consumer: AuditConsumer, settings: Settings, exchange: Exchange, *, signatures: bool = False
+) -> VerifyReport:
+    """Verify ``consumer``'s store against the broker and its group; ``signatures`` re-verifies."""
+    assert settings.bootstrap is not None
+    broker = await read_broker_view(
+        settings, settings.bootstrap, exchange.naming, consumer.group_id
+    )
+    opener = RecordOpener(settings, exchange.opener, 0) if signatures else None
+    try:
+        return await Verifier(consumer.store, opener).run(broker)
+    finally:
+        if opener is not None:
+            opener.close()
 
 
 async def producer_for(settings: Settings) -> AIOKafkaProducer:

@@ -14,6 +14,7 @@ from audit_support import (
     producer_for,
     running_consumer,
     sealed_incidents,
+    verify_store,
     wait_for_count,
     wait_until,
 )
@@ -21,10 +22,8 @@ from audit_support import (
 from services.audit import (
     AuditSettings,
     AuditStore,
-    RecordOpener,
     RecordQuery,
     Running,
-    Verifier,
     migrate,
     read_broker_view,
     run_audit,
@@ -220,15 +219,8 @@ async def test_a_restart_resumes_from_the_store_and_stores_nothing_twice(
         await produce(producer, topic, sealed_incidents(exchange, 25))
         async with running_consumer(settings, audit_settings, exchange, sqlite_url) as run:
             await wait_for_count(run.consumer.store, 65)
-            store = run.consumer.store
-            assert settings.bootstrap is not None
-            broker = await read_broker_view(
-                settings, settings.bootstrap, exchange.naming, run.consumer.group_id
-            )
-            signatures = RecordOpener(settings, exchange.opener, 0)
-            report = await Verifier(store, signatures).run(broker)
-            signatures.close()
-            assert await store.count() == 65
+            report = await verify_store(run.consumer, settings, exchange, signatures=True)
+            assert await run.consumer.store.count() == 65
     finally:
         await producer.stop()
     assert report.ok, report.findings
@@ -260,11 +252,7 @@ async def test_two_consumers_in_one_group_store_each_record_once(
                 await first.finish()  # the survivor takes every partition over
                 await produce(producer, topic, sealed[2000:])
                 await wait_for_count(second.consumer.store, len(sealed))
-                assert settings.bootstrap is not None
-                broker = await read_broker_view(
-                    settings, settings.bootstrap, exchange.naming, second.consumer.group_id
-                )
-                report = await Verifier(second.consumer.store, None).run(broker)
+                report = await verify_store(second.consumer, settings, exchange)
                 rows = await second.consumer.store.query(RecordQuery(limit=10_000))
     finally:
         await producer.stop()

@@ -8,17 +8,11 @@ from audit_support import (
     producer_for,
     running_consumer,
     sealed_incidents,
+    verify_store,
     wait_until,
 )
 
-from services.audit import (
-    AuditSettings,
-    EventKind,
-    FindingKind,
-    RecordOpener,
-    Verifier,
-    read_broker_view,
-)
+from services.audit import AuditSettings, EventKind, FindingKind
 from services.bus import EmbeddedBroker, Exchange, Settings, free_port
 
 
@@ -51,13 +45,7 @@ async def test_a_restarted_broker_starts_a_new_epoch_instead_of_splicing_logs(
                     return len([r for r in rows if r.epoch == epoch]) == count
 
                 await wait_until(stored, f"epoch {epoch} to be stored", timeout=90)
-            assert own.bootstrap is not None
-            view = await read_broker_view(
-                own, own.bootstrap, exchange.naming, run.consumer.group_id
-            )
-            signatures = RecordOpener(own, exchange.opener, 0)
-            report = await Verifier(store, signatures).run(view)
-            signatures.close()
+            report = await verify_store(run.consumer, own, exchange, signatures=True)
             rows = await store.scan(topic, 0, None, 1000)
             events = await store.log_events()
     finally:

@@ -8,11 +8,12 @@ from audit_support import (
     producer_for,
     running_consumer,
     sealed_incidents,
+    verify_store,
     wait_until,
 )
 from pg_instance import PostgresInstance
 
-from services.audit import AuditSettings, Verifier, read_broker_view
+from services.audit import AuditSettings
 from services.bus import Exchange, Settings
 
 TOTAL = 6000
@@ -51,11 +52,7 @@ async def test_the_consumer_waits_out_a_database_outage_and_resumes(
 
             await wait_until(all_stored, f"{TOTAL} records stored after the outage")
             assert consumer.health.store_available
-            assert settings.bootstrap is not None
-            broker = await read_broker_view(
-                settings, settings.bootstrap, exchange.naming, consumer.group_id
-            )
-            report = await Verifier(consumer.store, None).run(broker)
+            report = await verify_store(consumer, settings, exchange)
             count = await consumer.store.count()
             ids = {
                 r.message_id
