@@ -65,7 +65,7 @@ from services.bus._signing import (
     generate_key_pair,
 )
 from services.bus._topics import AclBinding, Router, TopicInfo, TopicKind, TopicNaming, render_acls
-from services.bus._validation import issues_of, parse_report
+from services.bus._validation import issue_from_message, issues_of, parse_report
 from services.bus._vocabulary import (
     AckStatus,
     ActionTaken,
@@ -173,6 +173,7 @@ __all__ = [
     "freshen",
     "generate_key_pair",
     "get_logger",
+    "issue_from_message",
     "issues_of",
     "key_file",
     "load_agreement",

@@ -32,12 +32,20 @@ def issues_of(error: ValidationError) -> list[FieldIssue]:
             loc = loc[1:]  # the discriminated union's tag is not a field
         path = field_path(loc)
         reason = str(item["msg"]).removeprefix("Value error, ")
-        # Checks across fields name their field in the reason ("header.impact: ...").
-        head, sep, rest = reason.partition(": ")
-        if sep and " " not in head and "." in head:
-            path, reason = (f"{path}.{head}" if path else head), rest
-        issues.append(FieldIssue(path or "(report)", reason))
+        issues.append(issue_from_message(reason, path))
     return issues
+
+
+def issue_from_message(message: str, within: str = "") -> FieldIssue:
+    """A check's message as a field issue, ``within`` the field that was checked.
+
+    Checks across fields (model validators, routing) name the field they fault
+    at the start of their message: ``"header.impact: required for ..."``.
+    """
+    head, sep, rest = message.partition(": ")
+    if sep and " " not in head and "." in head:
+        return FieldIssue(f"{within}.{head}" if within else head, rest)
+    return FieldIssue(within or "(report)", message)
 
 
 def parse_report(data: bytes | str | dict[str, Any]) -> Report:

@@ -31,6 +31,7 @@ from services.bus import (
     Report,
     SealedReport,
     get_logger,
+    issue_from_message,
     trace_id_of,
 )
 from services.gateway._errors import (
@@ -793,7 +794,4 @@ def _failed(group: _Group, message_id: str) -> bool:
 
 def _issue_of(error: AgreementError) -> FieldIssue:
     """A routing error as a field issue: its message starts with the field path."""
-    head, sep, rest = str(error).partition(": ")
-    if sep and " " not in head and "." in head:
-        return FieldIssue(head, rest)
-    return FieldIssue("(report)", str(error))
+    return issue_from_message(str(error))
