@@ -60,6 +60,7 @@ from services.bus import (
     start_producer,
 )
 from services.gateway import GatewaySettings, create_token
+from services.gateway._settings import tokens_path
 from services.gateway.sdk import Publisher
 
 REPO = Path(__file__).resolve().parents[1]
@@ -244,7 +245,8 @@ class HttpConnection:
 async def gateway_process(
     settings: Settings, bootstrap: str
 ) -> AsyncIterator[tuple[int, str, int]]:
-    token = create_token(settings.data_dir / "gateway" / "tokens.yaml", AGENCY, "bench")
+    # The file the gateway process will read: it inherits OIX_GATEWAY_TOKENS_FILE.
+    token = create_token(tokens_path(settings, GatewaySettings()), AGENCY, "bench")
     port = free_port()
     env = {
         **os.environ,
