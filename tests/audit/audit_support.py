@@ -70,6 +70,21 @@ async def produce(
     await asyncio.gather(*futures)
 
 
+async def publish(
+    settings: Settings,
+    topic: str,
+    sealed: Sequence[SealedReport],
+    *,
+    partition: int | None = None,
+) -> None:
+    """:func:`produce` on a producer of its own, stopped afterwards."""
+    producer = await producer_for(settings)
+    try:
+        await produce(producer, topic, sealed, partition=partition)
+    finally:
+        await producer.stop()
+
+
 async def wait_until(
     check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0
 ) -> None:

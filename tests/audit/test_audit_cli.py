@@ -13,6 +13,7 @@ from audit_support import (
     incident,
     produce,
     producer_for,
+    publish,
     running_consumer,
     sealed_incidents,
     wait_stored,
@@ -87,11 +88,7 @@ async def test_verify_and_query_find_tampering_deletion_and_records(
 ) -> None:
     _, topic = incident(exchange)
     sealed = sealed_incidents(exchange, 30, keys=1)
-    producer = await producer_for(settings)
-    try:
-        await produce(producer, topic, sealed, partition=0)
-    finally:
-        await producer.stop()
+    await publish(settings, topic, sealed, partition=0)
     async with running_consumer(settings, audit_settings, exchange, sqlite_url) as run:
         await wait_stored(run.consumer, len(sealed))
 
@@ -167,11 +164,7 @@ async def test_records_a_forger_rewrote_consistently_are_caught_by_their_signatu
     from services.audit import GENESIS, chain
 
     _, topic = incident(exchange)
-    producer = await producer_for(settings)
-    try:
-        await produce(producer, topic, sealed_incidents(exchange, 3, keys=1), partition=0)
-    finally:
-        await producer.stop()
+    await publish(settings, topic, sealed_incidents(exchange, 3, keys=1), partition=0)
     async with running_consumer(settings, audit_settings, exchange, sqlite_url) as run:
         await wait_stored(run.consumer, 3)
     await migrate(sqlite_url)

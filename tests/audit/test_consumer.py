@@ -12,6 +12,7 @@ from audit_support import (
     incident,
     produce,
     producer_for,
+    publish,
     running_consumer,
     sealed_incidents,
     verify_store,
@@ -184,11 +185,7 @@ async def test_stop_drains_the_pending_batch_and_then_acknowledges_it(
     # Batches that only a stop can close: whatever is pending must be written by the drain.
     slow = audit_settings.model_copy(update={"batch_max_ms": 600_000})
     _, topic = incident(exchange)
-    producer = await producer_for(settings)
-    try:
-        await produce(producer, topic, sealed_incidents(exchange, 50))
-    finally:
-        await producer.stop()
+    await publish(settings, topic, sealed_incidents(exchange, 50))
     async with running_consumer(settings, slow, exchange, sqlite_url) as run:
 
         async def all_pending() -> bool:
@@ -281,11 +278,7 @@ async def test_the_service_serves_metrics_and_health(
     settings: Settings, exchange: Exchange, audit_settings: AuditSettings, sqlite_url: str
 ) -> None:
     _, topic = incident(exchange)
-    producer = await producer_for(settings)
-    try:
-        await produce(producer, topic, sealed_incidents(exchange, 20))
-    finally:
-        await producer.stop()
+    await publish(settings, topic, sealed_incidents(exchange, 20))
     await migrate(sqlite_url)
     audit = audit_settings.model_copy(update={"database_url": sqlite_url})
     started: list[Running] = []

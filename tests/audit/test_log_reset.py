@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from audit_support import (
     incident,
-    produce,
-    producer_for,
+    publish,
     running_consumer,
     sealed_incidents,
     verify_store,
@@ -34,11 +33,7 @@ async def test_a_restarted_broker_starts_a_new_epoch_instead_of_splicing_logs(
                     await broker.stop()
                     broker = EmbeddedBroker(port=port)
                     await broker.start()
-                producer = await producer_for(own)
-                try:
-                    await produce(producer, topic, sealed, partition=0)
-                finally:
-                    await producer.stop()
+                await publish(own, topic, sealed, partition=0)
 
                 async def stored(epoch: int = epoch, count: int = len(sealed)) -> bool:
                     rows = await store.scan(topic, 0, (epoch, -1), 1000)
