@@ -72,10 +72,12 @@ def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
+_STORED_AT = COLUMNS.index("stored_at")
+
+
 def _record(row: Sequence[Any]) -> AuditRecord:
     values = list(row)
-    stored_at = COLUMNS.index("stored_at")
-    values[stored_at] = _utc(values[stored_at])
+    values[_STORED_AT] = _utc(values[_STORED_AT])
     return AuditRecord(*values)
 
 
