@@ -25,6 +25,7 @@ from services.bus import (
     load_agreement,
     load_settings,
     render_acls,
+    stop_on_signals,
 )
 from services.gateway._cli import gateway_app
 
@@ -142,12 +143,7 @@ def broker(
 
     async def serve() -> None:
         embedded = EmbeddedBroker(port=port or None, binary=settings.tansu_bin)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         async with embedded:
             out.print(f"broker ready at kafka://{embedded.bootstrap} (memory only); Ctrl-C stops")
             waiter = asyncio.create_task(stop.wait())

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.bus import EmbeddedBroker, Exchange, Settings, get_logger
+from services.bus import STOP_SIGNALS, EmbeddedBroker, Exchange, Settings, get_logger
 from services.bus._provision import ensure_topics
 
 log = get_logger(__name__)
@@ -62,7 +61,7 @@ async def run_up(
         announce(f"broker     kafka://{bootstrap}")
     ctx = UpContext(settings, exchange, bootstrap)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, ctx.stop.set)
     try:
         created = await ensure_topics(settings, bootstrap, exchange.router.all_topics())
@@ -91,7 +90,7 @@ async def run_up(
             readiness.cancel()
             announce("stopping   draining services")
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             with contextlib.suppress(ValueError, RuntimeError):
                 loop.remove_signal_handler(sig)
         if broker is not None:

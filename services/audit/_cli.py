@@ -7,7 +7,6 @@ Heavy imports happen inside the commands so that ``oix --help`` stays fast.
 from __future__ import annotations
 
 import asyncio
-import signal
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -15,7 +14,14 @@ import typer
 from rich.console import Console
 
 from services.audit._settings import AuditSettings, load_audit_settings
-from services.bus import ConfigError, OixError, Settings, configure_logging, load_settings
+from services.bus import (
+    ConfigError,
+    OixError,
+    Settings,
+    configure_logging,
+    load_settings,
+    stop_on_signals,
+)
 
 audit_app = typer.Typer(
     help="The audit consumer and store: every message persisted exactly once, provably.",
@@ -96,10 +102,7 @@ def run_command(
         )
 
     async def main() -> int:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         return await run_audit(settings, audit, broker, stop, migrate_first=migrate, on_ready=ready)
 
     stored = _run(main())

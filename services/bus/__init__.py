@@ -56,6 +56,7 @@ from services.bus._reports import (
     SituationReport,
 )
 from services.bus._settings import Settings, load_settings, settings_error
+from services.bus._signals import STOP_SIGNALS, stop_on_signals
 from services.bus._signing import (
     SignatureStatus,
     Signer,
@@ -95,6 +96,7 @@ __all__ = [
     "H_TRACEPARENT",
     "H_TYPE",
     "REPORT_MODELS",
+    "STOP_SIGNALS",
     "AckStatus",
     "Acknowledgement",
     "AclBinding",
@@ -187,6 +189,7 @@ __all__ = [
     "render_acls",
     "settings_error",
     "start_producer",
+    "stop_on_signals",
     "trace_id_of",
     "unbind_message",
     "wait_for_metadata",

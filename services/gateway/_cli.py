@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
-from services.bus import OixError
+from services.bus import OixError, stop_on_signals
 from services.gateway._settings import GatewaySettings, load_gateway_settings, tokens_path
 from services.gateway._tokens import create_token, read_tokens, revoke_token
 
@@ -65,10 +63,7 @@ def run(
     gateway = _gateway_settings(agency=agency, host=host, port=port, tokens_file=tokens_file)
 
     async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         await run_gateway(
             settings,
             gateway,
