@@ -68,6 +68,7 @@ from services.bus._signing import (
 from services.bus._topics import AclBinding, Router, TopicInfo, TopicKind, TopicNaming, render_acls
 from services.bus._validation import issue_from_message, issues_of, parse_report
 from services.bus._vocabulary import (
+    AGENCY_CODE_PATTERN,
     AckStatus,
     ActionTaken,
     CancellationReason,
@@ -87,6 +88,7 @@ from services.bus._vocabulary import (
 )
 
 __all__ = [
+    "AGENCY_CODE_PATTERN",
     "ANY_REPORT",
     "H_KEY_ID",
     "H_MESSAGE_ID",

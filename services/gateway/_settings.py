@@ -13,9 +13,14 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from services.bus import ConfigError, Exchange, OixError, Settings, settings_error
-
-AGENCY_PATTERN = r"^[A-Z]{2}-[A-Z0-9]{2,12}$"
+from services.bus import (
+    AGENCY_CODE_PATTERN,
+    ConfigError,
+    Exchange,
+    OixError,
+    Settings,
+    settings_error,
+)
 
 
 class GatewaySettings(BaseSettings):
@@ -23,7 +28,7 @@ class GatewaySettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OIX_GATEWAY_", extra="forbid")
 
-    agency: Annotated[str, Field(pattern=AGENCY_PATTERN)] | None = Field(
+    agency: Annotated[str, Field(pattern=AGENCY_CODE_PATTERN)] | None = Field(
         default=None,
         description="The agency this gateway publishes for (a party of the agreement).",
     )

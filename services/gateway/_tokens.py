@@ -21,14 +21,13 @@ from typing import Any
 
 import yaml
 
-from services.bus import ConfigError, get_logger
-from services.gateway._settings import AGENCY_PATTERN
+from services.bus import AGENCY_CODE_PATTERN, ConfigError, get_logger
 
 log = get_logger(__name__)
 
 TOKEN_PREFIX = "oixgw_"  # noqa: S105  # a marker that makes leaked tokens findable, no secret
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-_AGENCY = re.compile(AGENCY_PATTERN)
+_AGENCY = re.compile(AGENCY_CODE_PATTERN)
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _HEADER = (
     "# OIX gateway bearer tokens: SHA-256 hashes only. A token is shown once, when\n"
