@@ -99,8 +99,6 @@ def classify(error: BaseException) -> StoreError:
 
     Errors come wrapped by SQLAlchemy, or straight from asyncpg for COPY.
     """
-    if isinstance(error, StoreError):
-        return error
     cause = error.orig if isinstance(error, sa_exc.DBAPIError) else error
     if isinstance(error, sa_exc.IntegrityError) or isinstance(
         cause, asyncpg.IntegrityConstraintViolationError
@@ -256,8 +254,6 @@ class AuditStore:
                     )
                 if batch:
                     await self._insert(connection, batch)
-        except StoreError:
-            raise
         except _DRIVER_ERRORS as exc:
             raise classify(exc) from exc
 
