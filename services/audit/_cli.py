@@ -14,16 +14,9 @@ import typer
 from rich.console import Console
 
 from services.audit._settings import AuditSettings, load_audit_settings
-from services.bus import (
-    ConfigError,
-    OixError,
-    Settings,
-    configure_logging,
-    load_settings,
-    stop_on_signals,
-)
+from services.bus import ConfigError, OixError, Settings, stop_on_signals
 
-audit_app = typer.Typer(
+audit_app: typer.Typer = typer.Typer(
     help="The audit consumer and store: every message persisted exactly once, provably.",
     no_args_is_help=True,
 )
@@ -42,18 +35,16 @@ Bootstrap = Annotated[
 ]
 
 
-def _fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
+def _fail(message: str) -> typer.Exit:
+    from services.cli import fail  # noqa: PLC0415  # the CLI module imports this one
+
+    return fail(message, EXIT_ERROR)
 
 
 def _settings(bootstrap: str | None = None) -> Settings:
-    try:
-        settings = load_settings(**({"bootstrap": bootstrap} if bootstrap else {}))
-    except OixError as exc:
-        raise _fail(str(exc)) from None
-    configure_logging(settings.log_format, settings.log_level)
-    return settings
+    from services.cli import settings_or_exit  # noqa: PLC0415  # the CLI module imports this one
+
+    return settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
 
 
 def _audit_settings(database_url: str | None) -> AuditSettings:
