@@ -422,6 +422,14 @@ class AuditConsumer:
         await asyncio.sleep(backoff)
         return min(backoff * 2, self.audit.retry_max_backoff_ms / 1000)
 
+    def _store_up(self) -> None:
+        """Say the store accepts work (again): health, the store_up gauge and the log agree."""
+        if not self.health.store_available:
+            log.info("audit store available again")
+        self.health.store_available = True
+        self.health.problem = ""
+        self.metrics.store_up.set(1)
+
     def _stored(
         self,
         records: list[AuditRecord],
@@ -429,11 +437,7 @@ class AuditConsumer:
         heads: dict[Partition, bytes],
         elapsed: float,
     ) -> None:
-        if not self.health.store_available:
-            log.info("audit store available again")
-        self.health.store_available = True
-        self.health.problem = ""
-        self.metrics.store_up.set(1)
+        self._store_up()
         self._heads.update(heads)
         for event in events:
             self._stored_next[(event.topic, event.partition)] = None
@@ -512,8 +516,7 @@ class AuditConsumer:
             except StoreUnavailableError as exc:
                 backoff = await self._store_down(exc, backoff, len(self._batch))
             else:
-                self.health.store_available = True
-                self.health.problem = ""
+                self._store_up()
                 return result
         return None
 

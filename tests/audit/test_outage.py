@@ -44,6 +44,7 @@ async def test_the_consumer_waits_out_a_database_outage_and_resumes(
                 return not consumer.health.store_available
 
             await wait_until(noticed, "the consumer to notice the outage")
+            store_up_during = consumer.metrics.store_up._value.get()
             await produce(producer, topic, sealed[4000:])
             await server.start()
 
@@ -52,6 +53,7 @@ async def test_the_consumer_waits_out_a_database_outage_and_resumes(
 
             await wait_until(all_stored, f"{TOTAL} records stored after the outage")
             assert consumer.health.store_available
+            store_up_after = consumer.metrics.store_up._value.get()
             report = await verify_store(consumer, settings, exchange)
             count = await consumer.store.count()
             ids = {
@@ -67,3 +69,4 @@ async def test_the_consumer_waits_out_a_database_outage_and_resumes(
     assert count == TOTAL
     assert ids == {s.message_id for s in sealed}
     assert errors > 0
+    assert (store_up_during, store_up_after) == (0, 1)
