@@ -178,7 +178,7 @@ def schemas_check(
     schemas_dir: Annotated[Path | None, typer.Option(help="Defaults to OIX_SCHEMAS_DIR.")] = None,
 ) -> None:
     """Refuse a schema change that is not backward and forward compatible with every release."""
-    from services.bus._compat import check_compatibility
+    from services.bus import check_compatibility
 
     current, released = _load_schemas(schemas_dir or settings_or_exit().schemas_dir)
     problems = check_compatibility(current, released)
@@ -200,11 +200,11 @@ def schemas_release(
     schemas_dir: Annotated[Path | None, typer.Option(help="Defaults to OIX_SCHEMAS_DIR.")] = None,
 ) -> None:
     """Record the current schemas as released versions (after the compatibility check)."""
-    from services.bus._compat import release
+    from services.bus import release_schemas
 
     directory = schemas_dir or settings_or_exit().schemas_dir
     try:
-        written = release(directory)
+        written = release_schemas(directory)
     except OixError as exc:
         raise fail(str(exc)) from None
     for schema in written:

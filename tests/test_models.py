@@ -13,8 +13,7 @@ import pytest
 from pydantic import AwareDatetime, BaseModel
 from pydantic_core import PydanticUndefined
 
-from services.bus import REPORT_MODELS, ReportValidationError, parse_report
-from services.bus._schemas import load_current
+from services.bus import REPORT_MODELS, ReportValidationError, load_current, parse_report
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMAS = load_current(REPO / "schemas")
