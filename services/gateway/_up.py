@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
-from services.gateway._service import GatewayServer, GatewayService
+from services.gateway._server import GatewayServer
+from services.gateway._service import GatewayService
 from services.gateway._settings import gateway_dir, load_gateway_settings
 from services.gateway._tokens import create_token
-
-if TYPE_CHECKING:
-    from services.up import Ready, UpContext
+from services.host import Ready, UpContext
 
 
 async def run_in_up(ctx: UpContext, ready: Ready) -> None:

@@ -9,12 +9,13 @@ from audit_support import wait_until
 
 from services.audit import AuditStore, run_in_up
 from services.bus import Exchange, Settings, load_examples
+from services.cli import SERVICES
 from services.demo import run_demo
-from services.up import UpContext, service_runners
+from services.host import UpContext, service_name
 
 
 def test_oix_up_runs_the_audit_consumer_before_the_publishers() -> None:
-    names = [name for name, _ in service_runners()]
+    names = [service_name(service) for service in SERVICES]
     assert names[0] == "audit"
 
 

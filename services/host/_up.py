@@ -1,54 +1,25 @@
-"""``oix up``: the embedded broker and every OIX service on the example agreement, in one process.
-
-Each service offers a ``run_in_up(ctx, ready)`` coroutine: it starts, calls
-``ready(name, endpoints)`` once it can be reached, runs until ``ctx.stop`` is
-set, then shuts down cleanly and returns.
-"""
+"""``oix up``: the embedded broker and every hosted service, in one process."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable, Sequence
 
-from services.bus import STOP_SIGNALS, EmbeddedBroker, Exchange, Settings, get_logger
-from services.bus._provision import ensure_topics
-
-log = get_logger(__name__)
-
-Ready = Callable[[str, list[str]], None]
-
-
-@dataclass
-class UpContext:
-    """What every service started by ``oix up`` shares."""
-
-    settings: Settings
-    exchange: Exchange
-    bootstrap: str
-    stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-
-ServiceRunner = Callable[[UpContext, Ready], Coroutine[Any, Any, None]]
-
-
-def service_runners() -> list[tuple[str, ServiceRunner]]:
-    """The services ``oix up`` starts, in start order."""
-    from services.audit import run_in_up as audit  # noqa: PLC0415  # keeps `oix --help` fast
-    from services.demo import run_in_up as demo  # noqa: PLC0415  # keeps `oix --help` fast
-    from services.gateway import run_in_up as gateway  # noqa: PLC0415
-
-    return [("audit", audit), ("gateway", gateway), ("demo", demo)]
+from services.bus import STOP_SIGNALS, EmbeddedBroker, Exchange, Settings, ensure_topics
+from services.host._contract import UpContext, UpHook
 
 
 async def run_up(
     settings: Settings,
     announce: Callable[[str], None],
-    runners: list[tuple[str, ServiceRunner]] | None = None,
+    hooks: Sequence[tuple[str, UpHook]],
 ) -> None:
-    """Run the broker (unless ``OIX_BOOTSTRAP`` names one) and every service until a signal."""
+    """Run the broker (unless ``OIX_BOOTSTRAP`` names one) and every hook until a signal.
+
+    ``hooks`` are ``(name, run_in_up)`` pairs, started together in this order;
+    ``announce`` gets each line to show (endpoints, then ``ready``, then ``stopped``).
+    """
     exchange = Exchange.from_settings(settings)
     broker: EmbeddedBroker | None = None
     if settings.bootstrap is None:
@@ -67,8 +38,7 @@ async def run_up(
         created = await ensure_topics(settings, bootstrap, exchange.router.all_topics())
         announce(f"topics     {len(created)} created from {settings.agreement.name}")
 
-        chosen = runners if runners is not None else service_runners()
-        waiting = {name for name, _ in chosen}
+        waiting = {name for name, _ in hooks}
         all_ready = asyncio.Event()
 
         def ready(name: str, endpoints: list[str]) -> None:
@@ -79,8 +49,8 @@ async def run_up(
                 all_ready.set()
 
         async with asyncio.TaskGroup() as group:
-            for name, runner in chosen:
-                group.create_task(runner(ctx, ready), name=name)
+            for name, hook in hooks:
+                group.create_task(hook(ctx, ready), name=name)
             readiness = asyncio.create_task(all_ready.wait())
             stopping = asyncio.create_task(ctx.stop.wait())
             await asyncio.wait({readiness, stopping}, return_when=asyncio.FIRST_COMPLETED)
