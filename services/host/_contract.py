@@ -9,16 +9,21 @@ in a service imports the command line.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 import typer
 
 from services.bus import Exchange, Settings
 
-Ready = Callable[[str, list[str]], None]
-"""``ready(name, endpoints)``: a service of ``oix up`` can be reached; one line per endpoint."""
+
+class Ready(Protocol):
+    """``ready(name, endpoints)``: a service of ``oix up`` can be reached; one line per endpoint.
+
+    ``oix up`` prints ``ready`` once every service has called it.
+    """
+
+    def __call__(self, name: str, endpoints: list[str], /) -> None: ...
 
 
 @dataclass
@@ -32,14 +37,16 @@ class UpContext:
     """Set on Ctrl-C or SIGTERM: drain, then return."""
 
 
-UpHook = Callable[[UpContext, Ready], Coroutine[Any, Any, None]]
-"""A service's part in ``oix up``: ``await run_in_up(ctx, ready)``.
+class UpHook(Protocol):
+    """A service's part in ``oix up``: ``await run_in_up(ctx, ready)``.
 
-It starts, calls ``ready(name, endpoints)`` once it can be reached, runs until
-``ctx.stop`` is set, then shuts down cleanly and returns. An
-:class:`~services.bus.OixError` it raises (a port in use, a store that cannot
-be opened) stops ``oix up`` with that one line.
-"""
+    It starts, calls ``ready(name, endpoints)`` once it can be reached, runs
+    until ``ctx.stop`` is set, then shuts down cleanly and returns. An
+    :class:`~services.bus.OixError` it raises (a port in use, a store that
+    cannot be opened) stops ``oix up`` with that one line.
+    """
+
+    async def __call__(self, ctx: UpContext, ready: Ready, /) -> None: ...
 
 
 class HostedService(Protocol):
