@@ -163,3 +163,15 @@ def test_no_two_test_modules_share_a_name() -> None:
     # basename, so a second test_x.py elsewhere would shadow the first.
     names = Counter(p.name for p in (REPO / "tests").rglob("*.py") if p.name != "conftest.py")
     assert [name for name, count in names.items() if count > 1] == []
+
+
+def test_every_late_import_says_why() -> None:
+    # A late import (ruff's PLC0415) is for start-up speed or an optional
+    # dependency only, and says which.
+    silent = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in sorted(SERVICES.rglob("*.py"))
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if "noqa: PLC0415" in line and not line.split("noqa: PLC0415", 1)[1].strip(" ,#")
+    ]
+    assert silent == []

@@ -12,8 +12,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
+from services.audit._broker_view import read_broker_view
+from services.audit._query import RecordQuery
 from services.audit._settings import AuditSettings, load_audit_settings
-from services.bus import ConfigError, OixError, Settings, stop_on_signals
+from services.bus import ConfigError, Exchange, OixError, Settings, stop_on_signals
 from services.host import err, fail, out, run, settings_or_exit
 
 commands = typer.Typer(
@@ -71,6 +73,7 @@ def run_command(
     ] = False,
 ) -> None:
     """Consume every OIX topic into the audit store until SIGINT or SIGTERM (then drain)."""
+    # SQLAlchemy and the Prometheus client: not for `oix --help`.
     from services.audit._service import Running, run_audit  # noqa: PLC0415  # fast --help
 
     settings = _settings(bootstrap)
@@ -109,7 +112,7 @@ def migrate_command(
     ] = None,
 ) -> None:
     """Bring the store's schema to this release's revision (safe to run again)."""
-    from services.audit import _migrate  # noqa: PLC0415  # fast --help
+    from services.audit import _migrate  # noqa: PLC0415  # fast --help: Alembic
 
     if sql is not None:
         out.out(_migrate.migration_sql(sql), highlight=False)
@@ -169,9 +172,8 @@ def query_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Find stored records by message id, originator, type, time, topic, partition or offsets."""
-    from services.audit._query import RecordQuery  # noqa: PLC0415  # fast --help
-    from services.audit._report import print_records, print_records_json  # noqa: PLC0415
-    from services.audit._store import AuditStore  # noqa: PLC0415
+    from services.audit._report import print_records, print_records_json  # noqa: PLC0415  # fast --help
+    from services.audit._store import AuditStore  # noqa: PLC0415  # fast --help: SQLAlchemy
 
     settings = _settings()
     url = _url(settings, _audit_settings(database_url))
@@ -225,12 +227,10 @@ def verify_command(
     """
     from rich.progress import Progress  # noqa: PLC0415  # fast --help
 
-    from services.audit._broker_view import read_broker_view  # noqa: PLC0415
-    from services.audit._opening import RecordOpener  # noqa: PLC0415
-    from services.audit._report import print_report  # noqa: PLC0415
-    from services.audit._store import AuditStore  # noqa: PLC0415
-    from services.audit._verify import Verifier, VerifyReport  # noqa: PLC0415
-    from services.bus import Exchange  # noqa: PLC0415
+    from services.audit._opening import RecordOpener  # noqa: PLC0415  # fast --help: multiprocessing
+    from services.audit._report import print_report  # noqa: PLC0415  # fast --help
+    from services.audit._store import AuditStore  # noqa: PLC0415  # fast --help: SQLAlchemy
+    from services.audit._verify import Verifier, VerifyReport  # noqa: PLC0415  # fast --help
 
     settings = _settings(bootstrap)
     audit = _audit_settings(database_url)

@@ -30,7 +30,7 @@ def demo(
 ) -> None:
     """Publish the example reports of deploy/examples, signed by their agencies, to the bus."""
     # The SDK loads the Prometheus client: not for `oix --help`.
-    from services.demo._stream import run_demo  # noqa: PLC0415  # keeps `oix --help` fast
+    from services.demo._stream import run_demo  # noqa: PLC0415  # fast --help
 
     settings = settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
     servers = settings.bootstrap

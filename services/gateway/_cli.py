@@ -53,7 +53,8 @@ def run_command(
     tokens_file: TokensOption = None,
 ) -> None:
     """Serve one agency's HTTP gateway until SIGINT/SIGTERM, then drain and stop."""
-    from services.gateway._server import run_gateway  # noqa: PLC0415  # keeps `oix --help` fast: uvicorn, FastAPI
+    # uvicorn and FastAPI load only to serve, not for `oix --help`.
+    from services.gateway._server import run_gateway  # noqa: PLC0415  # fast --help
 
     settings = settings_or_exit()
     gateway = _gateway_settings(agency=agency, host=host, port=port, tokens_file=tokens_file)
