@@ -1,3 +1,4 @@
+from ._admission import Submission as Submission
 from ._cli import commands as commands
 from ._errors import BrokerUnavailableError as BrokerUnavailableError
 from ._errors import ForbiddenError as ForbiddenError
@@ -13,7 +14,6 @@ from ._errors import UnauthorizedError as UnauthorizedError
 from ._errors import UnsupportedMediaTypeError as UnsupportedMediaTypeError
 from ._pipeline import Pipeline as Pipeline
 from ._pipeline import Status as Status
-from ._pipeline import Submission as Submission
 from ._results import Accepted as Accepted
 from ._results import Delivery as Delivery
 from ._results import Outcome as Outcome

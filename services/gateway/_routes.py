@@ -20,6 +20,7 @@ from fastapi.responses import Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.bus import FieldIssue, get_logger, new_traceparent
+from services.gateway._admission import Submission
 from services.gateway._errors import (
     ForbiddenError,
     GatewayError,
@@ -41,7 +42,7 @@ from services.gateway._openapi import (
     StatusBody,
     problem_responses,
 )
-from services.gateway._pipeline import Status, Submission
+from services.gateway._pipeline import Status
 from services.gateway._problems import problem_body
 from services.gateway._results import Accepted
 from services.gateway._service import GatewayService
