@@ -20,7 +20,7 @@ from services.bus import (
     release_schemas,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas"
 
 
