@@ -175,3 +175,17 @@ def test_every_late_import_says_why() -> None:
         if "noqa: PLC0415" in line and not line.split("noqa: PLC0415", 1)[1].strip(" ,#")
     ]
     assert silent == []
+
+
+def test_no_test_module_imports_a_conftest() -> None:
+    # Each test folder has its own conftest.py, all imported as `conftest`:
+    # which one `from conftest import x` finds depends on what ran first.
+    importing = [
+        str(path.relative_to(REPO))
+        for path in sorted((REPO / "tests").rglob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.ImportFrom | ast.Import)
+        and "conftest"
+        in ([node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names])
+    ]
+    assert importing == []

@@ -93,7 +93,9 @@ def _listen(host: str, port: int) -> socket.socket:
     except OSError as exc:
         sock.close()
         raise ConfigError(
-            f"OIX_GATEWAY_HOST/PORT: cannot listen on {host}:{port}: {exc.strerror}"
+            f"OIX_GATEWAY_PORT: cannot listen on {host}:{port}: {exc.strerror}; set "
+            "OIX_GATEWAY_PORT (or OIX_GATEWAY_HOST) to a free one, or OIX_GATEWAY_PORT=0 "
+            "for any free port"
         ) from exc
     sock.listen(2048)
     sock.setblocking(False)  # noqa: FBT003  # asyncio needs non-blocking sockets

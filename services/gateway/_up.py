@@ -15,7 +15,9 @@ async def run_in_up(ctx: UpContext, ready: Ready) -> None:
     """Start a gateway per agency on consecutive ports from ``OIX_GATEWAY_PORT``.
 
     Each gets a fresh example token, printed once: the token file is made anew
-    at every start, so a token from an earlier run no longer works.
+    at every start, so a token from an earlier run no longer works. A port in
+    use stops ``oix up`` with the variable to set (``OIX_GATEWAY_PORT=0`` picks
+    free ports).
     """
     base = load_gateway_settings()
     agencies = sorted(ctx.exchange.agreement.parties)

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 from audit_support import incident, produce, producer_for, sealed_incidents
-from conftest import as_role
 from kafka_support import read_topics
 from polling import eventually
+from postgres_support import as_role
 
 from services.audit import AuditStore, Verifier, grant, migrate, read_broker_view
 from services.bus import Exchange, SealedReport, Settings
