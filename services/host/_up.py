@@ -38,26 +38,17 @@ async def run_up(
         created = await ensure_topics(settings, bootstrap, exchange.router.all_topics())
         announce(f"topics     {len(created)} created from {settings.agreement.name}")
 
-        waiting = {name for name, _ in hooks}
-        all_ready = asyncio.Event()
-
-        def ready(name: str, endpoints: list[str]) -> None:
-            for endpoint in endpoints or ["running"]:
-                announce(f"{name:<10} {endpoint}")
-            waiting.discard(name)
-            if not waiting:
-                all_ready.set()
-
+        readiness = _Readiness([name for name, _ in hooks], announce)
         async with asyncio.TaskGroup() as group:
             for name, hook in hooks:
-                group.create_task(hook(ctx, ready), name=name)
-            readiness = asyncio.create_task(all_ready.wait())
+                group.create_task(hook(ctx, readiness.ready), name=name)
+            all_ready = asyncio.create_task(readiness.all.wait())
             stopping = asyncio.create_task(ctx.stop.wait())
-            await asyncio.wait({readiness, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if all_ready.is_set():
+            await asyncio.wait({all_ready, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if readiness.all.is_set():
                 announce("ready      press Ctrl-C to stop")
             await stopping
-            readiness.cancel()
+            all_ready.cancel()
             announce("stopping   draining services")
     finally:
         for sig in STOP_SIGNALS:
@@ -66,3 +57,23 @@ async def run_up(
         if broker is not None:
             await broker.stop()
         announce("stopped")
+
+
+class _Readiness:
+    """Which services of ``oix up`` said they can be reached; prints their endpoints."""
+
+    def __init__(self, names: list[str], announce: Callable[[str], None]) -> None:
+        self.names = names
+        self.all = asyncio.Event()
+        self._waiting = set(names)
+        self._announce = announce
+
+    def ready(self, name: str, endpoints: list[str]) -> None:
+        if name not in self.names:
+            # Else `oix up` would wait for that service for ever.
+            raise ValueError(f"ready({name!r}): the services are {', '.join(self.names)}")
+        for endpoint in endpoints or ["running"]:
+            self._announce(f"{name:<10} {endpoint}")
+        self._waiting.discard(name)
+        if not self._waiting:
+            self.all.set()
