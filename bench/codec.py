@@ -25,8 +25,7 @@ from fastavro import schemaless_reader, schemaless_writer
 from rich.console import Console
 from rich.table import Table
 
-from services.bus import Exchange, load_settings, parse_report
-from services.bus._codec import PREFIX_SIZE
+from services.bus import PREFIX_SIZE, Exchange, load_settings, parse_report
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "deploy" / "examples" / "02-lv-incident-ladders.json"

@@ -59,8 +59,7 @@ from services.bus import (
     parse_report,
     start_producer,
 )
-from services.gateway import GatewaySettings, create_token
-from services.gateway._settings import tokens_path
+from services.gateway import GatewaySettings, create_token, tokens_path
 from services.gateway.sdk import Publisher
 
 REPO = Path(__file__).resolve().parents[1]

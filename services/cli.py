@@ -3,34 +3,50 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import sys
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from services.audit import audit_app
+from services import audit, demo, gateway
 from services.bus import (
     BrokerError,
     EmbeddedBroker,
     Exchange,
     OixError,
+    ReportSchema,
     Settings,
-    configure_logging,
+    check_compatibility,
     generate_key_pair,
     key_file,
     load_agreement,
-    load_settings,
+    load_current,
+    load_released,
+    release_schemas,
     render_acls,
     stop_on_signals,
 )
-from services.gateway._cli import gateway_app
+from services.host import (
+    EXIT_CONFIG,
+    HostedService,
+    err,
+    fail,
+    out,
+    run,
+    run_up,
+    service_name,
+    settings_or_exit,
+)
 
-if TYPE_CHECKING:
-    from services.bus._schemas import ReportSchema
+SERVICES: tuple[HostedService, ...] = (audit, gateway, demo)
+"""Every service of ``oix …`` and ``oix up``, in start order: the one place a service is added.
+
+The audit consumer starts first, so that it reads what the others publish from
+the beginning.
+"""
 
 app = typer.Typer(
     help="OIX: the operational information exchange bus for border guard services.",
@@ -46,42 +62,8 @@ agreement_app = typer.Typer(
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(keys_app, name="keys")
 app.add_typer(agreement_app, name="agreement")
-app.add_typer(audit_app, name="audit")
-app.add_typer(gateway_app, name="gateway")
-
-out = Console()
-err = Console(stderr=True)
-T = TypeVar("T")
-
-
-def fail(message: str, code: int = 1) -> typer.Exit:
-    """Print one clear error line (no traceback) and give the exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code)
-
-
-def settings_or_exit(**overrides: Any) -> Settings:
-    """Load settings and logging, or exit with the reason."""
-    try:
-        settings = load_settings(**overrides)
-    except OixError as exc:
-        raise fail(str(exc), 2) from None
-    configure_logging(settings.log_format, settings.log_level)
-    return settings
-
-
-def run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine; an :class:`OixError` becomes one error line and exit code 1."""
-    try:
-        return asyncio.run(coro_fn())
-    except OixError as exc:
-        raise fail(str(exc)) from None
-    except ExceptionGroup as group:
-        # A service of `oix up` failed inside its task group.
-        matched, rest = group.split(OixError)
-        if matched is None or rest is not None:
-            raise
-        raise fail("; ".join(str(e) for e in matched.exceptions)) from None
+for _service in SERVICES:
+    app.add_typer(_service.commands)
 
 
 @app.command()
@@ -90,48 +72,10 @@ def up() -> None:
 
     Prints where each service can be reached; Ctrl-C stops everything cleanly.
     """
-    from services.up import run_up  # keeps `oix --help` fast
-
     settings = settings_or_exit()
-    run(lambda: run_up(settings, lambda line: out.print(line, highlight=False)))
-
-
-@app.command()
-def demo(
-    rounds: Annotated[int, typer.Option(help="Rounds of all examples; 0 runs until Ctrl-C.")] = 1,
-    interval: Annotated[float, typer.Option(help="Seconds between two reports.")] = 0.2,
-    bootstrap: Annotated[
-        str | None, typer.Option(help="Kafka bootstrap servers [env: OIX_BOOTSTRAP].")
-    ] = None,
-) -> None:
-    """Publish the example reports of deploy/examples, signed by their agencies, to the bus."""
-    from services.demo import Published, run_demo
-
-    settings = settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
-    servers = settings.bootstrap
-    if servers is None:
-        raise fail("no broker: set OIX_BOOTSTRAP or --bootstrap (or run `oix up`)", 2)
-    exchange = _exchange(settings)
-
-    def show(p: Published) -> None:
-        header = p.report.header
-        out.print(
-            f"{p.report.report_type:<22} {header.originator:<8} -> "
-            f"{', '.join(p.topics)} [{p.partition}@{p.offset}]",
-            highlight=False,
-        )
-
-    count = run(
-        lambda: run_demo(
-            settings,
-            exchange,
-            servers,
-            rounds=rounds or None,
-            interval=interval,
-            on_published=show,
-        ),
-    )
-    out.print(f"published {count} reports")
+    # Each service's part loads here, not before: `oix --help` stays fast.
+    hooks = [(service_name(s), s.run_in_up) for s in SERVICES]
+    run(lambda: run_up(settings, lambda line: out.print(line, highlight=False), hooks))
 
 
 @app.command()
@@ -160,13 +104,11 @@ def _exchange(settings: Settings) -> Exchange:
     try:
         return Exchange.from_settings(settings)
     except OixError as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(str(exc), EXIT_CONFIG) from None
 
 
 def _load_schemas(directory: Path) -> tuple[dict[str, ReportSchema], dict[int, ReportSchema]]:
     """The current and the released schemas of ``directory``, or exit with the reason."""
-    from services.bus._schemas import load_current, load_released
-
     try:
         return load_current(directory), load_released(directory / "released")
     except OixError as exc:
@@ -178,8 +120,6 @@ def schemas_check(
     schemas_dir: Annotated[Path | None, typer.Option(help="Defaults to OIX_SCHEMAS_DIR.")] = None,
 ) -> None:
     """Refuse a schema change that is not backward and forward compatible with every release."""
-    from services.bus._compat import check_compatibility
-
     current, released = _load_schemas(schemas_dir or settings_or_exit().schemas_dir)
     problems = check_compatibility(current, released)
     for problem in problems:
@@ -200,11 +140,9 @@ def schemas_release(
     schemas_dir: Annotated[Path | None, typer.Option(help="Defaults to OIX_SCHEMAS_DIR.")] = None,
 ) -> None:
     """Record the current schemas as released versions (after the compatibility check)."""
-    from services.bus._compat import release
-
     directory = schemas_dir or settings_or_exit().schemas_dir
     try:
-        written = release(directory)
+        written = release_schemas(directory)
     except OixError as exc:
         raise fail(str(exc)) from None
     for schema in written:
@@ -231,8 +169,6 @@ def keys_generate(
     out_dir: Annotated[Path, typer.Option(help="Where the private key file goes.")] = Path("keys"),
 ) -> None:
     """Make an Ed25519 key pair: the private key file, and the public key for the agreement."""
-    import datetime as dt
-
     kid = key_id or f"{party}-{dt.datetime.now(dt.UTC).year}-1"
     path = key_file(out_dir, kid)
     if path.exists():

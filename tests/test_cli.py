@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from kafka_support import read_topics
 
 from services.bus import Exchange, Signer, free_port, load_examples
@@ -189,6 +190,18 @@ async def test_demo_publishes_every_example(
     assert all(exchange.opener.open(r.value, r.headers).trusted for r in landed)
 
 
+def _up_env(tmp_path: Path, **ports: str) -> dict[str, str]:
+    """``oix up`` on free ports (0), not the defaults a `make up` beside the tests holds."""
+    return {
+        **os.environ,
+        "OIX_LOG_FORMAT": "json",
+        "OIX_DATA_DIR": str(tmp_path / "data"),
+        "OIX_GATEWAY_PORT": "0",
+        "OIX_AUDIT_METRICS_PORT": "0",
+        **ports,
+    }
+
+
 def test_up_starts_prints_endpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     process = subprocess.Popen(
         [*OIX, "up"],
@@ -196,7 +209,7 @@ def test_up_starts_prints_endpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
-        env={**os.environ, "OIX_LOG_FORMAT": "json", "OIX_DATA_DIR": str(tmp_path / "data")},
+        env=_up_env(tmp_path),
     )
     lines: list[str] = []
     try:
@@ -219,3 +232,24 @@ def test_up_starts_prints_endpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+@pytest.mark.parametrize("variable", ["OIX_GATEWAY_PORT", "OIX_AUDIT_METRICS_PORT"])
+def test_up_on_a_busy_port_says_which_variable_to_set(tmp_path: Path, variable: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [*OIX, "up"],
+            capture_output=True,
+            text=True,
+            timeout=90,
+            cwd=tmp_path,
+            env=_up_env(tmp_path, **{variable: str(port)}),
+            check=False,
+        )
+    line = _one_error_line(done)
+    assert f"{variable}: cannot listen on 127.0.0.1:{port}" in line, line
+    assert f"or {variable}=0 for any free port" in line or "or 0 for any free port" in line
+    assert done.stdout.rstrip().endswith("stopped"), done.stdout

@@ -6,25 +6,27 @@ Heavy imports happen inside the commands so that ``oix --help`` stays fast.
 
 from __future__ import annotations
 
-import asyncio
+from collections.abc import Callable, Coroutine
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
 
+from services.audit._broker_view import read_broker_view
+from services.audit._query import RecordQuery
 from services.audit._settings import AuditSettings, load_audit_settings
-from services.bus import ConfigError, OixError, Settings, stop_on_signals
+from services.bus import ConfigError, Exchange, OixError, Settings, stop_on_signals
+from services.host import err, fail, out, run, settings_or_exit
 
-audit_app: typer.Typer = typer.Typer(
+commands = typer.Typer(
+    name="audit",
     help="The audit consumer and store: every message persisted exactly once, provably.",
     no_args_is_help=True,
 )
-out = Console()
-err = Console(stderr=True)
 
 EXIT_FINDINGS = 1
 EXIT_ERROR = 2
+T = TypeVar("T")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -36,14 +38,10 @@ Bootstrap = Annotated[
 
 
 def _fail(message: str) -> typer.Exit:
-    from services.cli import fail  # noqa: PLC0415  # the CLI module imports this one
-
     return fail(message, EXIT_ERROR)
 
 
 def _settings(bootstrap: str | None = None) -> Settings:
-    from services.cli import settings_or_exit  # noqa: PLC0415  # the CLI module imports this one
-
     return settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
 
 
@@ -61,14 +59,12 @@ def _url(settings: Settings, audit: AuditSettings) -> str:
         raise _fail(str(exc)) from None
 
 
-def _run(coroutine: Any) -> Any:
-    try:
-        return asyncio.run(coroutine)
-    except OixError as exc:
-        raise _fail(str(exc)) from None
+def _run(coro_fn: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    # Exit 1 means findings (`verify`); an error is 2.
+    return run(coro_fn, EXIT_ERROR)
 
 
-@audit_app.command("run")
+@commands.command("run")
 def run_command(
     database_url: DatabaseUrl = None,
     bootstrap: Bootstrap = None,
@@ -77,6 +73,7 @@ def run_command(
     ] = False,
 ) -> None:
     """Consume every OIX topic into the audit store until SIGINT or SIGTERM (then drain)."""
+    # SQLAlchemy and the Prometheus client: not for `oix --help`.
     from services.audit._service import Running, run_audit  # noqa: PLC0415  # fast --help
 
     settings = _settings(bootstrap)
@@ -96,11 +93,11 @@ def run_command(
         stop = stop_on_signals()
         return await run_audit(settings, audit, broker, stop, migrate_first=migrate, on_ready=ready)
 
-    stored = _run(main())
+    stored = _run(main)
     err.print(f"stopped after storing {stored} records", highlight=False)
 
 
-@audit_app.command("migrate")
+@commands.command("migrate")
 def migrate_command(
     database_url: DatabaseUrl = None,
     sql: Annotated[
@@ -115,7 +112,7 @@ def migrate_command(
     ] = None,
 ) -> None:
     """Bring the store's schema to this release's revision (safe to run again)."""
-    from services.audit import _migrate  # noqa: PLC0415  # fast --help
+    from services.audit import _migrate  # noqa: PLC0415  # fast --help: Alembic
 
     if sql is not None:
         out.out(_migrate.migration_sql(sql), highlight=False)
@@ -129,7 +126,7 @@ def migrate_command(
             await _migrate.grant(url, grant)
         return done
 
-    done = _run(main())
+    done = _run(main)
     if done.before == done.after:
         out.print(f"the audit store is at revision {done.after}; nothing to do", highlight=False)
     else:
@@ -147,7 +144,7 @@ def _moment(text: str | None, option: str) -> datetime | None:
         raise _fail(f"{option}: {text!r} is not an ISO 8601 time (2026-03-01T12:00:00Z)") from None
 
 
-@audit_app.command("query")
+@commands.command("query")
 def query_command(
     *,
     message_id: Annotated[str | None, typer.Option(help="Message id.")] = None,
@@ -175,9 +172,8 @@ def query_command(
     database_url: DatabaseUrl = None,
 ) -> None:
     """Find stored records by message id, originator, type, time, topic, partition or offsets."""
-    from services.audit._query import RecordQuery  # noqa: PLC0415  # fast --help
-    from services.audit._report import print_records, print_records_json  # noqa: PLC0415
-    from services.audit._store import AuditStore  # noqa: PLC0415
+    from services.audit._report import print_records, print_records_json  # noqa: PLC0415  # fast --help
+    from services.audit._store import AuditStore  # noqa: PLC0415  # fast --help: SQLAlchemy
 
     settings = _settings()
     url = _url(settings, _audit_settings(database_url))
@@ -205,14 +201,14 @@ def query_command(
         finally:
             await store.close()
 
-    found = _run(main())
+    found = _run(main)
     if json_lines:
         print_records_json(found, out)
     else:
         print_records(found, out)
 
 
-@audit_app.command("verify")
+@commands.command("verify")
 def verify_command(
     database_url: DatabaseUrl = None,
     bootstrap: Bootstrap = None,
@@ -231,12 +227,10 @@ def verify_command(
     """
     from rich.progress import Progress  # noqa: PLC0415  # fast --help
 
-    from services.audit._broker_view import read_broker_view  # noqa: PLC0415
-    from services.audit._opening import RecordOpener  # noqa: PLC0415
-    from services.audit._report import print_report  # noqa: PLC0415
-    from services.audit._store import AuditStore  # noqa: PLC0415
-    from services.audit._verify import Verifier, VerifyReport  # noqa: PLC0415
-    from services.bus import Exchange  # noqa: PLC0415
+    from services.audit._opening import RecordOpener  # noqa: PLC0415  # fast --help: multiprocessing
+    from services.audit._report import print_report  # noqa: PLC0415  # fast --help
+    from services.audit._store import AuditStore  # noqa: PLC0415  # fast --help: SQLAlchemy
+    from services.audit._verify import Verifier, VerifyReport  # noqa: PLC0415  # fast --help
 
     settings = _settings(bootstrap)
     audit = _audit_settings(database_url)
@@ -276,7 +270,7 @@ def verify_command(
                 signatures.close()
             await store.close()
 
-    report = _run(main())
+    report = _run(main)
     print_report(report, out)
     if not report.ok:
         raise typer.Exit(EXIT_FINDINGS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass
 
 import orjson
@@ -21,7 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from services.bus import get_logger
+from services.bus import ConfigError, get_logger
 
 log = get_logger(__name__)
 
@@ -124,7 +125,14 @@ class MetricsServer:
 
     async def start(self) -> None:
         """Listen; :attr:`port` is the bound port afterwards."""
-        self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        try:
+            self._server = await asyncio.start_server(self._serve, self.host, self.port)
+        except OSError as exc:
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise ConfigError(
+                f"OIX_AUDIT_METRICS_PORT: cannot listen on {self.host}:{self.port}: {reason}; "
+                "set OIX_AUDIT_METRICS_PORT to a free port, or 0 for any free port"
+            ) from exc
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("metrics endpoint up", url=self.url)
 

@@ -8,22 +8,24 @@ record is stored, flagged, like any other.
 from __future__ import annotations
 
 import base64
-import struct
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from services.bus import H_MESSAGE_ID, H_ORIGINATOR, H_TYPE, Opener
+from services.bus import (
+    H_MESSAGE_ID,
+    H_ORIGINATOR,
+    H_TYPE,
+    CorruptMessageError,
+    Opener,
+    read_fingerprint,
+)
 
 EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
 NOT_STORED = EPOCH_START
 """``stored_at`` of a record that has not been written yet."""
-
-_SINGLE_OBJECT_MAGIC = b"\xc3\x01"
-_FINGERPRINT = struct.Struct("<Q")
-_PREFIX_SIZE = len(_SINGLE_OBJECT_MAGIC) + _FINGERPRINT.size
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -110,9 +112,12 @@ def decode_headers(text: str) -> Headers:
 
 def schema_fingerprint(value: bytes | None) -> str | None:
     """The writer schema fingerprint an Avro single-object value names, as 16 hex digits."""
-    if value is None or len(value) < _PREFIX_SIZE or value[:2] != _SINGLE_OBJECT_MAGIC:
+    if value is None:
         return None
-    fingerprint: int = _FINGERPRINT.unpack_from(value, 2)[0]
+    try:
+        fingerprint = read_fingerprint(value)
+    except CorruptMessageError:
+        return None
     return f"{fingerprint:016x}"
 
 

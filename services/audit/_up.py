@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from services.audit._service import Running, run_audit
 from services.audit._settings import load_audit_settings
-
-if TYPE_CHECKING:
-    from services.up import Ready, UpContext
+from services.host import Ready, UpContext
 
 
 async def run_in_up(ctx: UpContext, ready: Ready) -> None:

@@ -5,8 +5,14 @@ Everything public is importable from here; the modules behind it are private.
 
 from services.bus._agreement import Agreement, Defaults, Party, load_agreement, parse_agreement
 from services.bus._broker import EmbeddedBroker, find_tansu, free_port, wait_for_metadata
-from services.bus._codec import Codec, Decoded, SchemaRegistry, default_schemas_dir
-from services.bus._compat import Incompatibility, check_compatibility
+from services.bus._codec import (
+    PREFIX_SIZE,
+    Codec,
+    Decoded,
+    SchemaRegistry,
+    default_schemas_dir,
+    read_fingerprint,
+)
 from services.bus._envelope import (
     H_KEY_ID,
     H_MESSAGE_ID,
@@ -37,11 +43,13 @@ from services.bus._errors import (
     SigningError,
     UnknownSchemaError,
 )
+from services.bus._evolution import Incompatibility, check_compatibility, release_schemas
 from services.bus._examples import Example, freshen, load_examples
 from services.bus._exchange import Exchange, key_file
 from services.bus._header import GeoPoint, Location, MessageHeader, MessageLink, now
 from services.bus._kafka import client_options, consumer, producer_options, start_producer
 from services.bus._logging import bind_message, configure_logging, get_logger, unbind_message
+from services.bus._provision import ensure_topics
 from services.bus._reports import (
     ANY_REPORT,
     REPORT_MODELS,
@@ -55,6 +63,7 @@ from services.bus._reports import (
     RequestForInformation,
     SituationReport,
 )
+from services.bus._schemas import ReportSchema, load_current, load_released
 from services.bus._settings import Settings, load_settings, settings_error
 from services.bus._signals import STOP_SIGNALS, stop_on_signals
 from services.bus._signing import (
@@ -97,6 +106,7 @@ __all__ = [
     "H_SIGNATURE",
     "H_TRACEPARENT",
     "H_TYPE",
+    "PREFIX_SIZE",
     "REPORT_MODELS",
     "STOP_SIGNALS",
     "AckStatus",
@@ -141,6 +151,7 @@ __all__ = [
     "Party",
     "Priority",
     "Report",
+    "ReportSchema",
     "ReportValidationError",
     "RequestForInformation",
     "RiskCategory",
@@ -172,6 +183,7 @@ __all__ = [
     "configure_logging",
     "consumer",
     "default_schemas_dir",
+    "ensure_topics",
     "find_tansu",
     "free_port",
     "freshen",
@@ -181,13 +193,17 @@ __all__ = [
     "issues_of",
     "key_file",
     "load_agreement",
+    "load_current",
     "load_examples",
+    "load_released",
     "load_settings",
     "new_traceparent",
     "now",
     "parse_agreement",
     "parse_report",
     "producer_options",
+    "read_fingerprint",
+    "release_schemas",
     "render_acls",
     "settings_error",
     "start_producer",

@@ -11,15 +11,17 @@ from rich.table import Table
 from services.bus import OixError, stop_on_signals
 from services.gateway._settings import GatewaySettings, load_gateway_settings, tokens_path
 from services.gateway._tokens import create_token, read_tokens, revoke_token
+from services.host import EXIT_CONFIG, err, fail, out, run, settings_or_exit
 
-gateway_app = typer.Typer(
+commands = typer.Typer(
+    name="gateway",
     help="The publisher gateway: agency systems publish reports over HTTP.",
     no_args_is_help=True,
 )
 token_app = typer.Typer(
     help="Bearer tokens of agency systems (stored hashed).", no_args_is_help=True
 )
-gateway_app.add_typer(token_app, name="token")
+commands.add_typer(token_app, name="token")
 
 TokensOption = Annotated[
     Path | None,
@@ -30,23 +32,19 @@ TokensOption = Annotated[
 
 
 def _gateway_settings(**overrides: object) -> GatewaySettings:
-    from services.cli import fail  # noqa: PLC0415  # the CLI module imports this one
-
     try:
         return load_gateway_settings(**{k: v for k, v in overrides.items() if v is not None})
     except OixError as exc:
-        raise fail(str(exc), 2) from None
+        raise fail(str(exc), EXIT_CONFIG) from None
 
 
 def _tokens_path(tokens_file: Path | None) -> Path:
     """The token file the ``token`` commands work on."""
-    from services.cli import settings_or_exit  # noqa: PLC0415  # the CLI module imports this one
-
     return tokens_path(settings_or_exit(), _gateway_settings(tokens_file=tokens_file))
 
 
-@gateway_app.command("run")
-def run(
+@commands.command("run")
+def run_command(
     agency: Annotated[
         str | None, typer.Option(help="Agency code, e.g. LV-VRS [env: OIX_GATEWAY_AGENCY].")
     ] = None,
@@ -55,9 +53,8 @@ def run(
     tokens_file: TokensOption = None,
 ) -> None:
     """Serve one agency's HTTP gateway until SIGINT/SIGTERM, then drain and stop."""
-    from services.cli import out, settings_or_exit  # noqa: PLC0415  # cli imports this module
-    from services.cli import run as run_coroutine  # noqa: PLC0415
-    from services.gateway._service import run_gateway  # noqa: PLC0415  # FastAPI loads late
+    # uvicorn and FastAPI load only to serve, not for `oix --help`.
+    from services.gateway._server import run_gateway  # noqa: PLC0415  # fast --help
 
     settings = settings_or_exit()
     gateway = _gateway_settings(agency=agency, host=host, port=port, tokens_file=tokens_file)
@@ -75,7 +72,7 @@ def run(
         )
         out.print("gateway stopped")
 
-    run_coroutine(serve)
+    run(serve)
 
 
 @token_app.command("create")
@@ -85,8 +82,6 @@ def token_create(
     tokens_file: TokensOption = None,
 ) -> None:
     """Make a bearer token for an agency system; it is printed once and stored hashed."""
-    from services.cli import err, fail, out  # noqa: PLC0415
-
     path = _tokens_path(tokens_file)
     try:
         token = create_token(path, agency, name)
@@ -101,8 +96,6 @@ def token_create(
 @token_app.command("list")
 def token_list(tokens_file: TokensOption = None) -> None:
     """The tokens of the token file: names, agencies, creation dates (never the tokens)."""
-    from services.cli import fail, out  # noqa: PLC0415
-
     path = _tokens_path(tokens_file)
     try:
         entries = read_tokens(path)
@@ -120,8 +113,6 @@ def token_revoke(
     tokens_file: TokensOption = None,
 ) -> None:
     """Remove a token; a running gateway refuses it within a second."""
-    from services.cli import fail, out  # noqa: PLC0415
-
     path = _tokens_path(tokens_file)
     try:
         revoke_token(path, name)

@@ -12,6 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, Field
 
 from services.bus import (
@@ -25,6 +27,7 @@ from services.bus import (
 )
 from services.gateway._intake import DEFAULTED_BY_AGREEMENT, FILLED_BY_GATEWAY
 
+JSON = "application/json"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 NDJSON_MEDIA_TYPES = ("application/x-ndjson", "application/jsonl")
 
@@ -249,3 +252,33 @@ def _routable(exchange: Exchange, body: dict[str, Any], agency: str) -> dict[str
     if not wanted or not wanted <= set(readers):
         body["header"]["releasable_to"] = readers
     return body
+
+
+def openapi_document(app: FastAPI, exchange: Exchange, agency: str) -> dict[str, Any]:
+    """The OpenAPI document of ``app``: FastAPI's, with the report schemas and examples added."""
+    schema = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.update(report_schemas())
+    report = {"$ref": "#/components/schemas/Report"}
+    examples = examples_for(exchange, agency)
+    schema["paths"]["/v1/reports"]["post"]["requestBody"] = {
+        "required": True,
+        "content": {JSON: {"schema": report, "examples": examples}},
+    }
+    batch_example = [e["value"] for e in examples.values()]
+    schema["paths"]["/v1/reports:batch"]["post"]["requestBody"] = {
+        "required": True,
+        "content": {
+            JSON: {
+                "schema": {"type": "array", "items": report, "minItems": 1},
+                "example": batch_example,
+            },
+            NDJSON_MEDIA_TYPES[0]: {
+                "schema": {"type": "string", "description": "One report (JSON) per line."},
+                "example": "\n".join(orjson.dumps(v).decode() for v in batch_example),
+            },
+        },
+    }
+    return schema

@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
 
-from services.gateway._service import GatewayServer, GatewayService
+from services.gateway._server import GatewayServer
+from services.gateway._service import GatewayService
 from services.gateway._settings import gateway_dir, load_gateway_settings
 from services.gateway._tokens import create_token
-
-if TYPE_CHECKING:
-    from services.up import Ready, UpContext
+from services.host import Ready, UpContext
 
 
 async def run_in_up(ctx: UpContext, ready: Ready) -> None:
     """Start a gateway per agency on consecutive ports from ``OIX_GATEWAY_PORT``.
 
     Each gets a fresh example token, printed once: the token file is made anew
-    at every start, so a token from an earlier run no longer works.
+    at every start, so a token from an earlier run no longer works. A port in
+    use stops ``oix up`` with the variable to set (``OIX_GATEWAY_PORT=0`` picks
+    free ports).
     """
     base = load_gateway_settings()
     agencies = sorted(ctx.exchange.agreement.parties)

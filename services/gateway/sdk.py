@@ -20,8 +20,9 @@ from typing import Any, Self
 from aiokafka import AIOKafkaProducer
 
 from services.bus import Exchange, Report, Settings
+from services.gateway._admission import Submission
 from services.gateway._metrics import Metrics
-from services.gateway._pipeline import Pipeline, Status, Submission
+from services.gateway._pipeline import Pipeline, Status
 from services.gateway._resources import open_resources
 from services.gateway._results import Accepted, Outcome
 from services.gateway._settings import GatewaySettings, check_agency

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
+from polling import eventually
 
 from services.audit import (
     AuditConsumer,
@@ -85,24 +85,13 @@ async def publish(
         await producer.stop()
 
 
-async def wait_until(
-    check: Callable[[], Awaitable[bool]], what: str, timeout: float = 60.0
-) -> None:
-    """Poll ``check`` until it holds; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
 async def wait_for_count(store: AuditStore, count: int, timeout: float = 60.0) -> None:
     """Wait until the store holds ``count`` records (never more, see the callers' asserts)."""
 
     async def reached() -> bool:
         return await store.count() >= count
 
-    await wait_until(reached, f"{count} records in the store", timeout)
+    await eventually(reached, f"{count} records in the store", timeout=timeout)
 
 
 async def wait_stored(consumer: AuditConsumer, count: int, timeout: float = 60.0) -> None:
@@ -111,7 +100,7 @@ async def wait_stored(consumer: AuditConsumer, count: int, timeout: float = 60.0
     async def reached() -> bool:
         return consumer.stored >= count
 
-    await wait_until(reached, f"the consumer to store {count} records", timeout)
+    await eventually(reached, f"the consumer to store {count} records", timeout=timeout)
 
 
 @dataclass

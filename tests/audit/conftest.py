@@ -7,17 +7,15 @@ auth); every test gets a database of its own, dropped afterwards.
 
 from __future__ import annotations
 
-import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
+from postgres_support import admin, server_url
 
 from services.audit import AuditSettings
-
-PG_ADMIN = os.environ.get("OIX_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 
 @pytest.fixture
@@ -46,41 +44,22 @@ def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
 
 
-async def _admin(statement: str) -> None:
-    try:
-        connection = await asyncpg.connect(PG_ADMIN)
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at {PG_ADMIN} is needed for this test: {exc}")
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def _server_url(database: str, user: str | None = None) -> str:
-    rest = PG_ADMIN.split("://", 1)[1]
-    credentials, _, location = rest.rpartition("@")
-    host = location.split("/", 1)[0]
-    who = user or credentials
-    return f"postgresql+asyncpg://{who}@{host}/{database}"
-
-
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
     """A PostgreSQL database of the test's own."""
     name = f"oix_audit_{uuid.uuid4().hex[:12]}"
-    await _admin(f'CREATE DATABASE "{name}"')
+    await admin(f'CREATE DATABASE "{name}"')
     try:
-        yield _server_url(name)
+        yield server_url(name)
     finally:
-        await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
 async def pg_role(pg_url: str) -> AsyncIterator[str]:
     """A login role with no privileges of its own (the audit service's role)."""
     name = f"oix_audit_svc_{uuid.uuid4().hex[:8]}"
-    await _admin(f'CREATE ROLE "{name}" LOGIN')
+    await admin(f'CREATE ROLE "{name}" LOGIN')
     try:
         yield name
     finally:
@@ -90,10 +69,4 @@ async def pg_role(pg_url: str) -> AsyncIterator[str]:
             await connection.execute(f'DROP OWNED BY "{name}"')
         finally:
             await connection.close()
-        await _admin(f'DROP ROLE IF EXISTS "{name}"')
-
-
-def as_role(url: str, role: str) -> str:
-    """``url`` connecting as ``role`` instead."""
-    database = url.rsplit("/", 1)[1]
-    return _server_url(database, role)
+        await admin(f'DROP ROLE IF EXISTS "{name}"')

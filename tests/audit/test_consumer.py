@@ -17,8 +17,8 @@ from audit_support import (
     sealed_incidents,
     verify_store,
     wait_for_count,
-    wait_until,
 )
+from polling import eventually
 
 from services.audit import (
     AuditSettings,
@@ -191,7 +191,7 @@ async def test_stop_drains_the_pending_batch_and_then_acknowledges_it(
         async def all_pending() -> bool:
             return len(run.consumer._batch) == 50
 
-        await wait_until(all_pending, "50 records pending in the batch")
+        await eventually(all_pending, "50 records pending in the batch")
         assert await run.consumer.store.count() == 0
         await run.finish()
         assert await run.consumer.store.count() == 50
@@ -236,12 +236,12 @@ async def test_two_consumers_in_one_group_store_each_record_once(
     try:
         await produce(producer, topic, sealed[:500])
         async with running_consumer(settings, small, exchange, pg_url) as first:
-            await wait_until(
+            await eventually(
                 lambda: _count_at_least(first.consumer.store, 1), "the first consumer to store"
             )
             feeding = asyncio.create_task(_trickle(producer, topic, sealed[500:2000]))
             async with running_consumer(settings, small, exchange, pg_url) as second:
-                await wait_until(
+                await eventually(
                     lambda: _both_store(first.consumer.stored, second.consumer),
                     "both consumers to store records",
                 )
@@ -290,7 +290,7 @@ async def test_the_service_serves_metrics_and_health(
         )
     )
     try:
-        await wait_until(_truthy(started), "the service to start")
+        await eventually(lambda: started, "the service to start")
         metrics_url = started[0].metrics_url
         assert metrics_url is not None
         async with httpx.AsyncClient() as client:
@@ -299,7 +299,7 @@ async def test_the_service_serves_metrics_and_health(
                 text = (await client.get(metrics_url)).text
                 return 'oix_audit_records_stored_total{signature_status="valid"} 20.0' in text
 
-            await wait_until(stored_all, "the metrics to count 20 stored records")
+            await eventually(stored_all, "the metrics to count 20 stored records")
             metrics = (await client.get(metrics_url)).text
             health = await client.get(metrics_url.replace("/metrics", "/healthz"))
             missing = await client.get(metrics_url.replace("/metrics", "/nothing"))
@@ -316,13 +316,6 @@ async def test_the_service_serves_metrics_and_health(
     )
     for name in ("oix_audit_batch_seconds_bucket", "oix_audit_record_delay_seconds_count"):
         assert name in metrics
-
-
-def _truthy(items: list[Running]):
-    async def check() -> bool:
-        return bool(items)
-
-    return check
 
 
 @pytest.fixture(autouse=True)

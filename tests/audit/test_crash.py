@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 from audit_support import incident, produce, producer_for, sealed_incidents
-from conftest import as_role
 from kafka_support import read_topics
+from polling import eventually
+from postgres_support import as_role
 
 from services.audit import AuditStore, Verifier, grant, migrate, read_broker_view
 from services.bus import Exchange, SealedReport, Settings
@@ -112,10 +113,11 @@ class AuditProcess:
         self.process.kill()
         assert await self.process.wait() == -9
         # Its worker processes notice that their parent is gone and exit too.
-        deadline = time.monotonic() + 10
-        while alive := [pid for pid in workers if _running(pid)]:
-            assert time.monotonic() < deadline, f"worker processes {alive} outlived their parent"
-            await asyncio.sleep(0.05)
+        await eventually(
+            lambda: not any(_running(pid) for pid in workers),
+            lambda: f"worker processes {[p for p in workers if _running(p)]} to exit",
+            timeout=10,
+        )
 
     async def terminate(self) -> int:
         assert self.process is not None
@@ -175,10 +177,15 @@ async def _crash_again_and_again(
             await audit.kill()
         await feeding
         await audit.start()
-        deadline = time.monotonic() + 180
-        while await store.count() < TOTAL:
-            assert time.monotonic() < deadline, f"stuck at {await store.count()} {replay}"
-            await asyncio.sleep(0.1)
+        stored = [0]
+
+        async def all_stored() -> bool:
+            stored[0] = await store.count()
+            return stored[0] >= TOTAL
+
+        await eventually(
+            all_stored, lambda: f"all records stored (stuck at {stored[0]}) {replay}", timeout=180
+        )
         assert await audit.terminate() == 0, audit.log_tail()
         await _everything_exactly_once(settings, exchange, store, topic, sealed, replay=replay)
     finally:
@@ -193,10 +200,16 @@ async def _crash_again_and_again(
 
 async def _until_it_stores(store: AuditStore, audit: AuditProcess, replay: str) -> None:
     before = await store.count()
-    deadline = time.monotonic() + 60
-    while await store.count() <= before:
-        assert time.monotonic() < deadline, f"no progress {replay}\n{audit.log_tail()}"
-        await asyncio.sleep(0.02)
+    await eventually(
+        lambda: _count_at_least(store, before + 1),
+        lambda: f"progress {replay}\n{audit.log_tail()}",
+        timeout=60,
+        interval=0.02,
+    )
+
+
+async def _count_at_least(store: AuditStore, count: int) -> bool:
+    return await store.count() >= count
 
 
 async def _everything_exactly_once(

@@ -8,8 +8,8 @@ from audit_support import (
     running_consumer,
     sealed_incidents,
     verify_store,
-    wait_until,
 )
+from polling import eventually
 
 from services.audit import AuditSettings, EventKind, FindingKind
 from services.bus import EmbeddedBroker, Exchange, Settings, free_port
@@ -39,7 +39,7 @@ async def test_a_restarted_broker_starts_a_new_epoch_instead_of_splicing_logs(
                     rows = await store.scan(topic, 0, (epoch, -1), 1000)
                     return len([r for r in rows if r.epoch == epoch]) == count
 
-                await wait_until(stored, f"epoch {epoch} to be stored", timeout=90)
+                await eventually(stored, f"epoch {epoch} to be stored", timeout=90)
             report = await verify_store(run.consumer, own, exchange, signatures=True)
             rows = await store.scan(topic, 0, None, 1000)
             events = await store.log_events()

@@ -9,9 +9,9 @@ from audit_support import (
     running_consumer,
     sealed_incidents,
     verify_store,
-    wait_until,
 )
 from pg_instance import PostgresInstance
+from polling import eventually
 
 from services.audit import AuditSettings
 from services.bus import Exchange, Settings
@@ -36,14 +36,14 @@ async def test_the_consumer_waits_out_a_database_outage_and_resumes(
             async def stored_some() -> bool:
                 return consumer.stored >= 1000
 
-            await wait_until(stored_some, "the first records to be stored")
+            await eventually(stored_some, "the first records to be stored")
             await server.stop()  # a crash of the database server
             await produce(producer, topic, sealed[2000:4000])
 
             async def noticed() -> bool:
                 return not consumer.health.store_available
 
-            await wait_until(noticed, "the consumer to notice the outage")
+            await eventually(noticed, "the consumer to notice the outage")
             store_up_during = consumer.metrics.store_up._value.get()
             await produce(producer, topic, sealed[4000:])
             await server.start()
@@ -51,7 +51,7 @@ async def test_the_consumer_waits_out_a_database_outage_and_resumes(
             async def all_stored() -> bool:
                 return consumer.stored >= TOTAL
 
-            await wait_until(all_stored, f"{TOTAL} records stored after the outage")
+            await eventually(all_stored, f"{TOTAL} records stored after the outage")
             assert consumer.health.store_available
             store_up_after = consumer.metrics.store_up._value.get()
             report = await verify_store(consumer, settings, exchange)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import sqlalchemy as sa
-from conftest import as_role
+from postgres_support import as_role
 from sqlalchemy.exc import ProgrammingError
 from store_contract import StoreContract, append_chained, record
 

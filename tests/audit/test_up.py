@@ -5,16 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from audit_support import wait_until
+from polling import eventually
 
 from services.audit import AuditStore, run_in_up
 from services.bus import Exchange, Settings, load_examples
+from services.cli import SERVICES
 from services.demo import run_demo
-from services.up import UpContext, service_runners
+from services.host import UpContext, service_name
 
 
 def test_oix_up_runs_the_audit_consumer_before_the_publishers() -> None:
-    names = [name for name, _ in service_runners()]
+    names = [service_name(service) for service in SERVICES]
     assert names[0] == "audit"
 
 
@@ -40,14 +41,14 @@ async def test_the_audit_consumer_of_oix_up_stores_the_demo_stream(
     async def started() -> bool:
         return bool(announced)
 
-    await wait_until(started, "the audit consumer to announce itself")
+    await eventually(started, "the audit consumer to announce itself")
     store = await AuditStore.open(f"sqlite+aiosqlite:///{store_file}")
     try:
 
         async def all_stored() -> bool:
             return await store.count() >= published
 
-        await wait_until(all_stored, "the demo stream in the store")
+        await eventually(all_stored, "the demo stream in the store")
         ctx.stop.set()
         await asyncio.wait_for(task, 30)
         assert await store.count() == published

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import time
 import uuid
@@ -114,21 +113,6 @@ async def read_until(
     finally:
         await consumer.stop()
     return landed
-
-
-async def eventually(check: Any, timeout: float = 20.0, interval: float = 0.05) -> Any:
-    """Poll ``check()`` (sync or async) until it returns something truthy; fail at ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = check()
-        if asyncio.iscoroutine(last):
-            last = await last
-        if last:
-            return last
-        await asyncio.sleep(interval)
-    msg = f"condition not met within {timeout} s; last value: {last!r}"
-    raise AssertionError(msg)
 
 
 def make_gateway_settings(tokens_file: Path, **overrides: Any) -> GatewaySettings:

@@ -20,12 +20,12 @@ from gateway_support import (
     AGENCY,
     PARTNER,
     bearer,
-    eventually,
     incident,
     make_gateway_settings,
     read_until,
     running_gateway,
 )
+from polling import eventually
 
 from services.bus import EmbeddedBroker, Exchange, Settings, free_port
 from services.gateway import GatewaySettings

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +22,7 @@ import schemathesis
 from gateway_support import bearer
 from hypothesis import HealthCheck, given, settings
 from hypothesis.strategies import SearchStrategy
+from polling import eventually_sync
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -69,17 +69,21 @@ def gateway_process(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) ->
     process = subprocess.Popen([*cli, "run"], env=env, cwd=REPO, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
+
+        def ready() -> bool:
             assert process.poll() is None, (data / "gateway.log").read_text()
             try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
+                return httpx.get(f"{url}/readyz").status_code == 200
             except httpx.TransportError:
-                pass
-            # Not ready (no answer, or 503): fuzzing it would test nothing.
-            assert time.monotonic() < deadline, (data / "gateway.log").read_text()
-            time.sleep(0.1)
+                return False
+
+        # Not ready (no answer, or 503): fuzzing it would test nothing.
+        eventually_sync(
+            ready,
+            lambda: f"the gateway to be ready:\n{(data / 'gateway.log').read_text()}",
+            timeout=30,
+            interval=0.1,
+        )
         os.environ["_OIX_FUZZ_TOKEN"] = token
         yield url
         process.send_signal(signal.SIGTERM)

@@ -6,7 +6,8 @@ import uuid
 from typing import Any
 
 import httpx
-from gateway_support import PARTNER, RunningGateway, eventually, example, incident
+from gateway_support import PARTNER, RunningGateway, example, incident
+from polling import eventually
 
 from services.bus import Exchange, Report, Settings, parse_report, start_producer
 from services.gateway import GatewaySettings

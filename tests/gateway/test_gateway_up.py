@@ -12,7 +12,7 @@ from gateway_support import AGENCY, bearer, incident, read_until
 from services.bus import Exchange, Settings
 from services.demo import Published, run_demo
 from services.gateway import run_in_up
-from services.up import UpContext
+from services.host import UpContext
 
 
 async def test_oix_up_starts_a_gateway_per_agency_with_a_token_printed_once(

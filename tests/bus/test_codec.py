@@ -28,7 +28,7 @@ from services.bus import (
     load_examples,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CODEC = Codec(SchemaRegistry.from_dir(REPO / "schemas"))
 EXAMPLES = load_examples(REPO / "deploy" / "examples")
 VALUES = [CODEC.encode(e.report) for e in EXAMPLES]

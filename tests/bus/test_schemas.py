@@ -10,11 +10,17 @@ from typing import Any
 import avro.schema
 import pytest
 
-from services.bus import Codec, SchemaError, SchemaRegistry, check_compatibility
-from services.bus._compat import release
-from services.bus._schemas import load_current, load_released
+from services.bus import (
+    Codec,
+    SchemaError,
+    SchemaRegistry,
+    check_compatibility,
+    load_current,
+    load_released,
+    release_schemas,
+)
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = REPO / "schemas"
 
 
@@ -102,7 +108,7 @@ def test_compatible_evolution_is_released_and_old_messages_still_decode(tmp_path
     )
     _edit(schemas, "common/MeansOfCrossing.avsc", lambda s: s["symbols"].insert(-1, "BALLOON"))
     assert check_compatibility(load_current(schemas), load_released(schemas / "released")) == []
-    written = release(schemas)
+    written = release_schemas(schemas)
     assert [s.name for s in written] == ["IncidentReport"]
 
     # The new reader resolves the old writer schema: the added field takes its default.
@@ -173,4 +179,4 @@ def test_a_breaking_change_is_refused_naming_the_field_and_rule(
         str(p) for p in problems
     ]
     with pytest.raises(SchemaError, match="refusing to release"):
-        release(schemas)
+        release_schemas(schemas)

@@ -1,4 +1,4 @@
-"""``oix demo``: a realistic stream of example reports, signed by their agencies, on the bus.
+"""A realistic stream of example reports, signed by their agencies, on the bus.
 
 Each round publishes every example of ``deploy/examples`` with fresh ids and
 present-day times, signed with the example key of its originator and routed
@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from services.bus import (
     Exchange,
@@ -22,9 +21,6 @@ from services.bus import (
     start_producer,
 )
 from services.gateway.sdk import Publisher
-
-if TYPE_CHECKING:
-    from services.up import Ready, UpContext
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,11 +82,3 @@ async def run_demo(
             await publisher.close()
         await producer.stop()
     return count
-
-
-async def run_in_up(ctx: UpContext, ready: Ready) -> None:
-    """The demo stream inside ``oix up``: one example report every two seconds."""
-    ready("demo", [f"publishing deploy/examples every 2 s to {ctx.settings.topic_prefix}.*"])
-    await run_demo(
-        ctx.settings, ctx.exchange, ctx.bootstrap, rounds=None, interval=2.0, stop=ctx.stop
-    )

@@ -26,7 +26,7 @@ from services.bus import (
     start_producer,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = next(
     e.report for e in load_examples(REPO / "deploy" / "examples") if e.name.startswith("02")
 )

@@ -133,7 +133,7 @@ def check_compatibility(
     return problems
 
 
-def release(schemas_dir: Path) -> list[ReportSchema]:
+def release_schemas(schemas_dir: Path) -> list[ReportSchema]:
     """Record every current schema that is not released yet; returns what was written.
 
     Raises:

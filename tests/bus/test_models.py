@@ -13,10 +13,9 @@ import pytest
 from pydantic import AwareDatetime, BaseModel
 from pydantic_core import PydanticUndefined
 
-from services.bus import REPORT_MODELS, ReportValidationError, parse_report
-from services.bus._schemas import load_current
+from services.bus import REPORT_MODELS, ReportValidationError, load_current, parse_report
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SCHEMAS = load_current(REPO / "schemas")
 AVRO_PRIMITIVES = {"string": str, "int": int, "long": int, "double": float, "boolean": bool}
 # Timestamps must carry a timezone: pydantic's AwareDatetime stands for datetime.

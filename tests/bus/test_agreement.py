@@ -18,7 +18,7 @@ from services.bus import (
     render_acls,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "deploy" / "agreement.example.yaml"
 TEXT = EXAMPLE.read_text()
 
