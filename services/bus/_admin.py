@@ -37,7 +37,7 @@ from confluent_kafka.admin import (
 )
 
 from services.bus._errors import BrokerError
-from services.bus._kafka import client_options
+from services.bus._kafka import client_options, unreachable
 from services.bus._logging import quiet
 from services.bus._settings import Settings
 from services.bus._topics import AclBinding
@@ -100,9 +100,9 @@ async def broker_apis(settings: Settings, bootstrap: str) -> frozenset[int]:
             node = next(iter(client.cluster.brokers())).nodeId
             response = await client.send(node, ApiVersionRequest())
     except (AioKafkaError, OSError, StopIteration) as exc:
-        raise BrokerError(f"cannot reach the broker at {bootstrap}: {exc!r}") from exc
-    finally:
         await client.close()
+        raise await unreachable(settings, bootstrap, exc) from exc
+    await client.close()
     return frozenset(api_key for api_key, _low, _high in response.api_versions)
 
 
