@@ -14,9 +14,9 @@
 # without any, the certificate names DNS:NAME. The subject is CN=NAME, which
 # Kafka's ssl.principal.mapping.rules in docker-compose.yml turn into User:NAME.
 #
-# Files are readable by their owner only, except NAME.pem, ca.pem and the
-# keystore, which a container's non-root user must read through a bind mount:
-# those are 644 inside the 700 directory, which keeps other host users out.
+# Keys are readable by their owner only; certificates and the keystore are 644
+# inside the 700 directory (make-secrets.sh then hands each file to the user id
+# of the container that reads it).
 set -euo pipefail
 
 if [[ $# -lt 2 ]]; then
