@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from services.audit import audit_app
@@ -30,6 +31,7 @@ from services.bus import (
 from services.gateway._cli import gateway_app
 
 if TYPE_CHECKING:
+    from services.bus._provision import Layout
     from services.bus._schemas import ReportSchema
 
 app = typer.Typer(
@@ -395,7 +397,7 @@ def provision(
     for line in done.plan.lines():
         out.print(line, highlight=False, markup=False, soft_wrap=True)
     for failure in done.failures:
-        err.print(f"[red]not done:[/] {failure}", highlight=False, soft_wrap=True)
+        err.print(f"[red]not done:[/] {escape(failure)}", highlight=False, soft_wrap=True)
     if done.failures:
         raise fail(f"{len(done.failures)} planned change(s) not made; see above")
     if done.plan.acls_unavailable and settings.env == "production":
@@ -405,7 +407,7 @@ def provision(
 
 
 def _render_resources(
-    kind: str, exchange: Exchange, layout: Any, cluster: str, output: Path | None
+    kind: str, exchange: Exchange, layout: Layout, cluster: str, output: Path | None
 ) -> None:
     from services.bus._strimzi import render_strimzi
 
