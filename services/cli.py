@@ -365,7 +365,7 @@ def provision(
     ] = None,
     cluster: Annotated[str, typer.Option(help="Strimzi Kafka cluster name, for --render.")] = "oix",
     bootstrap: Annotated[
-        str | None, typer.Option(help="Kafka bootstrap servers [env: OIX_BOOTSTRAP].")
+        str | None, typer.Option(help="Kafka bootstrap servers; default OIX_BOOTSTRAP.")
     ] = None,
 ) -> None:
     """Create or update the agreement's topics and ACLs on a Kafka cluster; idempotent.
