@@ -348,6 +348,20 @@ def test_k8s_containers_use_commands_settings_and_ports_that_exist(
         assert container["image"] == f"registry.example.org/oix:{VERSION}"
 
 
+def test_every_image_is_ours_or_a_pinned_upstream_one() -> None:
+    compose_images = {service["image"] for service in _compose()["services"].values()}
+    assert compose_images == EXTERNAL_IMAGES | {"oix:lab"}
+    k8s_images = {
+        container["image"]
+        for _path, document in _k8s_documents()
+        for container in document.get("spec", {})
+        .get("template", {})
+        .get("spec", {})
+        .get("containers", [])
+    }
+    assert k8s_images == {f"registry.example.org/oix:{VERSION}"}
+
+
 # --- the image -------------------------------------------------------------------------
 
 
