@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint bench bench-codec bench-gateway bench-audit clean
+.PHONY: up test lint tools bench bench-codec bench-gateway bench-audit clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,8 +23,13 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/oix schemas check
 
+## tools: Debian packages the tests use (stunnel4 + openssl for TLS, patch); apt only when missing
+tools:
+	@command -v stunnel4 >/dev/null && command -v openssl >/dev/null && command -v patch >/dev/null \
+	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stunnel4 openssl patch; }
+
 ## test: lint, then the whole test suite against a real broker and real databases
-test: lint
+test: lint tools
 	$(BIN)/pytest
 
 ## bench: every benchmark, each printing a table with ratios against its baseline

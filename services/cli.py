@@ -6,9 +6,10 @@ import asyncio
 import datetime as dt
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from services import audit, demo, gateway
@@ -21,14 +22,23 @@ from services.bus import (
     Settings,
     check_compatibility,
     generate_key_pair,
+    key_block,
     key_file,
     load_agreement,
     load_current,
     load_released,
+    plan_rotation,
     release_schemas,
     render_acls,
+    rotated_agreement,
     stop_on_signals,
+    unified_diff,
+    write_private_key,
 )
+
+if TYPE_CHECKING:
+    from services.bus.provisioning import Layout
+
 from services.host import (
     EXIT_CONFIG,
     HostedService,
@@ -182,6 +192,54 @@ def keys_generate(
     out.print(f"      - id: {kid}\n        public_key: {pair.public_b64}", highlight=False)
 
 
+@keys_app.command("rotate")
+def keys_rotate(
+    party: Annotated[str, typer.Argument(help="Agency code, e.g. LT-VSAT.")],
+    overlap_days: Annotated[
+        int, typer.Option(min=1, help="Days receivers still accept the old key.")
+    ] = 14,
+    key_id: Annotated[str | None, typer.Option(help="Defaults to <PARTY>-<year>-<n+1>.")] = None,
+) -> None:
+    """Make a party's next signing key (into OIX_KEYS_DIR) and print the agreement change.
+
+    The old key gets not_after = now + overlap: records created before then stay
+    valid with it. Once every party runs the changed agreement, restart the
+    party's gateways: they sign with the new key.
+    """
+    settings = settings_or_exit()
+    try:
+        agreement = load_agreement(settings.agreement)
+        rotation = plan_rotation(
+            agreement,
+            party,
+            dt.datetime.now(dt.UTC),
+            dt.timedelta(days=overlap_days),
+            key_id,
+        )
+        path = write_private_key(settings.keys_dir, rotation.key_id, rotation.pair.private_pem)
+    except OixError as exc:
+        raise fail(str(exc)) from None
+    out.print(
+        f"private key written to {path} (keep it secret; mode 600)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    retired = ", ".join(rotation.retired) or "none"
+    out.print(
+        f"the agreement change: add {rotation.key_id}; {retired} accepted for records created "
+        f"before {rotation.not_after_text}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    text = settings.agreement.read_text(encoding="utf-8")
+    changed = rotated_agreement(text, rotation)
+    if changed is None:
+        out.print(f"replace parties.{party}.keys with:", highlight=False)
+        sys.stdout.write(key_block(agreement, rotation))
+    else:
+        sys.stdout.write(unified_diff(str(settings.agreement), text, changed))
+
+
 @agreement_app.command("check")
 def agreement_check(
     path: Annotated[Path | None, typer.Argument(help="Defaults to OIX_AGREEMENT.")] = None,
@@ -220,6 +278,82 @@ def agreement_acls(
     settings = settings_or_exit()
     for acl in render_acls(_exchange(settings).router):
         out.print(acl.command(bootstrap), highlight=False, soft_wrap=True)
+
+
+@app.command()
+def provision(
+    *,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan as a diff; change nothing.")
+    ] = False,
+    replication_factor: Annotated[int, typer.Option(help="Copies of every record.")] = 3,
+    min_insync_replicas: Annotated[
+        int, typer.Option(help="Copies that must have a record before acks=all succeeds.")
+    ] = 2,
+    render: Annotated[
+        str | None,
+        typer.Option(help="Write resources instead of changing a cluster: strimzi."),
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--out", help="File for --render; default stdout.")
+    ] = None,
+    cluster: Annotated[str, typer.Option(help="Strimzi Kafka cluster name, for --render.")] = "oix",
+    bootstrap: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers; default OIX_BOOTSTRAP.")
+    ] = None,
+) -> None:
+    """Create or update the agreement's topics and ACLs on a Kafka cluster; idempotent.
+
+    Topics get the agreed partitions per feed, retention = the agreed replay
+    window, cleanup.policy=delete, min.insync.replicas and no unclean leader
+    election. ACLs: each party writes only its own topics, reads only what was
+    released to it, uses only its own groups; the audit consumer reads
+    everything and writes the quarantine; ACLs the agreement no longer implies
+    are revoked. Exit 1 when a planned change could not be made (or, with
+    OIX_ENV=production, when the broker enforces no ACLs).
+    """
+    from services.bus import provisioning  # noqa: PLC0415  # fast --help: librdkafka
+
+    settings = settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
+    exchange = _exchange(settings)
+    try:
+        layout = provisioning.Layout(replication_factor, min_insync_replicas)
+    except OixError as exc:
+        raise fail(str(exc), 2) from None
+    if render is not None:
+        _render_resources(render, exchange, layout, cluster, output)
+        return
+    servers = settings.bootstrap
+    if servers is None:
+        raise fail("no broker: set OIX_BOOTSTRAP or --bootstrap", 2)
+    done = run(
+        lambda: provisioning.provision(settings, servers, exchange.router, layout, dry_run=dry_run)
+    )
+    for line in done.plan.lines():
+        out.print(line, highlight=False, markup=False, soft_wrap=True)
+    for failure in done.failures:
+        err.print(f"[red]not done:[/] {escape(failure)}", highlight=False, soft_wrap=True)
+    if done.failures:
+        raise fail(f"{len(done.failures)} planned change(s) not made; see above")
+    if done.plan.acls_unavailable and settings.env == "production":
+        raise fail(f"OIX_ENV=production and ACLs are {done.plan.acls_unavailable}")
+    if done.applied:
+        out.print("applied")
+
+
+def _render_resources(
+    kind: str, exchange: Exchange, layout: Layout, cluster: str, output: Path | None
+) -> None:
+    from services.bus.provisioning import render_strimzi  # noqa: PLC0415  # fast --help: librdkafka
+
+    if kind != "strimzi":
+        raise fail(f"--render {kind}: unknown; the choice is: strimzi", 2)
+    text = render_strimzi(exchange.router, layout, cluster)
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        out.print(f"wrote {output}", highlight=False)
 
 
 def main() -> None:

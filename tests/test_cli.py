@@ -167,7 +167,7 @@ def test_agreement_check_reports_the_mistake(tmp_path: Path) -> None:
 def test_agreement_acls_prints_kafka_acls_commands() -> None:
     done = oix("agreement", "acls")
     assert done.returncode == 0, done.stderr
-    assert "--allow-principal User:LT-VSAT --operation WRITE --topic oix.LT-VSAT." in done.stdout
+    assert "--allow-principal User:lt-vsat --operation WRITE --topic oix.LT-VSAT." in done.stdout
 
 
 async def test_demo_publishes_every_example(

@@ -7,7 +7,14 @@ from types import ModuleType
 
 import pytest
 
-PACKAGES = ["services.audit", "services.bus", "services.demo", "services.gateway", "services.host"]
+PACKAGES = [
+    "services.audit",
+    "services.bus",
+    "services.bus.provisioning",
+    "services.demo",
+    "services.gateway",
+    "services.host",
+]
 
 
 def _ruff_order(name: str) -> tuple[int, str]:

@@ -13,6 +13,7 @@ from services.bus._codec import (
     default_schemas_dir,
     read_fingerprint,
 )
+from services.bus._ensure import ensure_topics
 from services.bus._envelope import (
     H_KEY_ID,
     H_MESSAGE_ID,
@@ -49,7 +50,6 @@ from services.bus._exchange import Exchange, key_file
 from services.bus._header import GeoPoint, Location, MessageHeader, MessageLink, now
 from services.bus._kafka import client_options, consumer, producer_options, start_producer
 from services.bus._logging import bind_message, configure_logging, get_logger, unbind_message
-from services.bus._provision import ensure_topics
 from services.bus._reports import (
     ANY_REPORT,
     REPORT_MODELS,
@@ -62,6 +62,14 @@ from services.bus._reports import (
     Report,
     RequestForInformation,
     SituationReport,
+)
+from services.bus._rotation import (
+    Rotation,
+    key_block,
+    plan_rotation,
+    rotated_agreement,
+    unified_diff,
+    write_private_key,
 )
 from services.bus._schemas import ReportSchema, load_current, load_released
 from services.bus._settings import Settings, load_settings, settings_error
@@ -155,6 +163,7 @@ __all__ = [
     "ReportValidationError",
     "RequestForInformation",
     "RiskCategory",
+    "Rotation",
     "Router",
     "RoutingError",
     "SchemaCompatibilityError",
@@ -191,6 +200,7 @@ __all__ = [
     "get_logger",
     "issue_from_message",
     "issues_of",
+    "key_block",
     "key_file",
     "load_agreement",
     "load_current",
@@ -201,14 +211,18 @@ __all__ = [
     "now",
     "parse_agreement",
     "parse_report",
+    "plan_rotation",
     "producer_options",
     "read_fingerprint",
     "release_schemas",
     "render_acls",
+    "rotated_agreement",
     "settings_error",
     "start_producer",
     "stop_on_signals",
     "trace_id_of",
     "unbind_message",
+    "unified_diff",
     "wait_for_metadata",
+    "write_private_key",
 ]

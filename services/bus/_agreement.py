@@ -8,11 +8,13 @@ for signatures and what a liaison officer may subscribe to all come from it.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
@@ -61,6 +63,25 @@ class PublicKey(_Strict):
             raise ValueError(str(exc).removeprefix("public_key: ")) from exc
         return value
 
+    # Key rotation: a party lists its old and new key during an overlap. A record
+    # counts as signed by a key only when its signed created_at lies in the window.
+    not_before: AwareDatetime | None = None
+    """Records created before this instant are not accepted with this key."""
+    not_after: AwareDatetime | None = None
+    """Records created at or after this instant are not accepted with this key."""
+
+    @model_validator(mode="after")
+    def _window(self) -> Self:
+        if self.not_before and self.not_after and self.not_after <= self.not_before:
+            raise ValueError(f"key {self.id}: not_after must be later than not_before")
+        return self
+
+    def valid_at(self, moment: datetime) -> bool:
+        """True when a record created at ``moment`` may be signed with this key."""
+        return (self.not_before is None or self.not_before <= moment) and (
+            self.not_after is None or moment < self.not_after
+        )
+
 
 class Party(_Strict):
     """A border service taking part in the exchange."""
@@ -76,6 +97,8 @@ class Feed(_Strict):
 
     description: StrictStr = ""
     report_types: list[StrictStr] = Field(min_length=1)
+    partitions: Annotated[int, Field(ge=1, le=1000)] | None = None
+    """Partitions of each party's topic of this feed; unset means ``topics.partitions``."""
 
     @field_validator("report_types")
     @classmethod
@@ -109,6 +132,15 @@ class Defaults(_Strict):
     priority: Priority = Priority.ROUTINE
 
 
+class TopicPolicy(_Strict):
+    """How the agreement's topics are laid out on a Kafka cluster (``oix provision``)."""
+
+    partitions: Annotated[int, Field(ge=1, le=1000)] = 3
+    """Partitions of every topic whose feed does not say otherwise."""
+    replay_window_days: Annotated[int, Field(ge=1, le=36_500)] = 30
+    """How far back a party may replay from Kafka: the topics' ``retention.ms``."""
+
+
 class ExchangeInfo(_Strict):
     """What the agreement is."""
 
@@ -125,13 +157,40 @@ class Agreement(_Strict):
     parties: dict[AgencyCode, Party] = Field(min_length=2)
     feeds: dict[FeedName, Feed] = Field(min_length=1)
     releases: list[Release] = Field(default_factory=list)
+    topics: TopicPolicy = Field(default_factory=TopicPolicy)
 
     @model_validator(mode="after")
     def _coherent(self) -> Self:
         self._check_feeds()
         self._check_key_ids()
+        self._check_key_overlap()
         self._check_releases()
+        self._check_replay_window()
         return self
+
+    def _check_key_overlap(self) -> None:
+        # Rotation overlaps two keys; a third valid at once is a forgotten key. The most
+        # keys are valid at once at the start of some key's window (None: the beginning).
+        for code, party in self.parties.items():
+            for start in {key.not_before for key in party.keys}:
+                valid = [
+                    key.id
+                    for key in party.keys
+                    if (key.not_before is None if start is None else key.valid_at(start))
+                ]
+                if len(valid) > 2:  # noqa: PLR2004
+                    raise ValueError(
+                        f"parties.{code}.keys: {', '.join(valid)} are valid at the same time; "
+                        "a rotation overlaps two keys at most (give the old ones a not_after)",
+                    )
+
+    def _check_replay_window(self) -> None:
+        if self.topics.replay_window_days > self.defaults.retention_days:
+            raise ValueError(
+                f"topics.replay_window_days: {self.topics.replay_window_days} days is longer "
+                f"than defaults.retention_days ({self.defaults.retention_days}): the broker "
+                "must not keep records longer than the agreement allows",
+            )
 
     def _check_feeds(self) -> None:
         owner: dict[str, str] = {}
@@ -191,10 +250,20 @@ class Agreement(_Strict):
         """Parties whose feeds ``party`` may read at least in part."""
         return frozenset(r.from_ for r in self.releases if party in r.to)
 
+    def partitions_of(self, feed: str) -> int:
+        """Partitions of each party's topic of ``feed``."""
+        return self.feeds[feed].partitions or self.topics.partitions
+
     def trusted_keys(self) -> list[TrustedKey]:
-        """The trust store for signature verification."""
+        """The trust store for signature verification, with each key's validity."""
         return [
-            TrustedKey(code, key.id, decode_public_key(key.public_key, where=f"{code}/{key.id}"))
+            TrustedKey(
+                code,
+                key.id,
+                decode_public_key(key.public_key, where=f"{code}/{key.id}"),
+                key.not_before,
+                key.not_after,
+            )
             for code, party in self.parties.items()
             for key in party.keys
         ]

@@ -92,6 +92,8 @@ class EmbeddedBroker:
     """A tansu process on loopback, started and stopped cleanly.
 
     Use as ``async with EmbeddedBroker() as broker: broker.bootstrap``.
+    ``advertised`` (``host:port``) is the address the broker gives clients in its
+    metadata, e.g. a TLS terminator in front of it; by default its own.
     """
 
     def __init__(
@@ -99,8 +101,10 @@ class EmbeddedBroker:
         port: int | None = None,
         binary: Path | None = None,
         startup_timeout: float = 20.0,
+        advertised: str | None = None,
     ) -> None:
         self.port = port or free_port()
+        self._advertised = advertised
         self._binary = binary
         self._timeout = startup_timeout
         self._process: subprocess.Popen[bytes] | None = None
@@ -133,7 +137,7 @@ class EmbeddedBroker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self._advertised}" if self._advertised else url,
                 "--storage-engine",
                 "memory://tansu/",
                 "--silent",

@@ -158,6 +158,8 @@ class Opener:
             signature,
             key_id.decode(errors="replace") if key_id is not None else None,
             decoded.originator if decoded is not None else None,
+            # Key validity (rotation) counts by the signed creation time: see Verifier.
+            decoded.header["created_at"] if decoded is not None else None,
         )
         if decoded is not None and verification.status is not SignatureStatus.UNSIGNED:
             mismatch = _contradiction(found, decoded)

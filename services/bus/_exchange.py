@@ -7,6 +7,7 @@ one clear error before it touches Kafka.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from services.bus._agreement import Agreement, load_agreement
 from services.bus._codec import Codec, SchemaRegistry
 from services.bus._envelope import Opener, Sealer
 from services.bus._errors import SigningError
+from services.bus._rotation import refuse_demo_keys
 from services.bus._settings import Settings
 from services.bus._signing import Signer, Verifier, decode_public_key
 from services.bus._topics import Router, TopicNaming
@@ -35,9 +37,16 @@ class Exchange:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Exchange:
-        """Load the agreement, schemas and naming that ``settings`` point at."""
+        """Load the agreement, schemas and naming that ``settings`` point at.
+
+        Raises:
+            ConfigError: with ``OIX_ENV=production``, an agreement that trusts a demo key.
+        """
+        agreement = load_agreement(settings.agreement)
+        if settings.env == "production":
+            refuse_demo_keys(agreement, str(settings.agreement))
         return cls(
-            agreement=load_agreement(settings.agreement),
+            agreement=agreement,
             codec=Codec(SchemaRegistry.from_dir(settings.schemas_dir)),
             naming=TopicNaming(settings.topic_prefix),
             keys_dir=settings.keys_dir,
@@ -58,28 +67,42 @@ class Exchange:
         """Decoding and verification of records."""
         return Opener(self.codec, self.verifier)
 
-    def signer(self, party: str) -> Signer:
-        """``party``'s signer, from the first of its agreement keys with a private key file.
+    def signer(self, party: str, now: datetime | None = None) -> Signer:
+        """``party``'s signer: of its keys valid now with a private key file, the one valid longest.
+
+        During a rotation's overlap that is the new key (no ``not_after``), so a
+        gateway restarted with the new agreement signs with it at once.
 
         Raises:
-            SigningError: no key file, or a key file that does not match the agreement.
+            SigningError: no usable key file, or a key file that does not match the agreement.
         """
         if party not in self.agreement.parties:
             raise SigningError(f"{party} is not a party to the agreement")
-        tried = []
-        for key in self.agreement.parties[party].keys:
-            path = key_file(self.keys_dir, key.id)
-            tried.append(str(path))
-            if not path.is_file():
-                continue
-            signer = Signer.from_pem_file(party, key.id, path)
-            if signer.public_key != decode_public_key(key.public_key, where=f"{party}/{key.id}"):
+        moment = now or datetime.now(UTC)
+        keys = self.agreement.parties[party].keys
+        with_file = [key for key in keys if key_file(self.keys_dir, key.id).is_file()]
+        usable = sorted(
+            (key for key in with_file if key.valid_at(moment)),
+            key=lambda key: key.not_after or datetime.max.replace(tzinfo=UTC),
+            reverse=True,
+        )
+        if not usable:
+            tried = ", ".join(str(key_file(self.keys_dir, key.id)) for key in keys)
+            if with_file:
                 raise SigningError(
-                    f"{path}: this private key does not match the public key the agreement "
-                    f"lists for {key.id}",
+                    f"no key of {party} is valid now ({', '.join(k.id for k in with_file)} "
+                    "outside not_before/not_after); rotate with `oix keys rotate`",
                 )
-            return signer
-        raise SigningError(f"no private key for {party}; looked for {', '.join(tried)}")
+            raise SigningError(f"no private key for {party}; looked for {tried}")
+        key = usable[0]
+        path = key_file(self.keys_dir, key.id)
+        signer = Signer.from_pem_file(party, key.id, path)
+        if signer.public_key != decode_public_key(key.public_key, where=f"{party}/{key.id}"):
+            raise SigningError(
+                f"{path}: this private key does not match the public key the agreement "
+                f"lists for {key.id}",
+            )
+        return signer
 
     def sealer(self, party: str) -> Sealer:
         """Encoding and signing for ``party``."""

@@ -7,11 +7,13 @@ idempotent producer, which :func:`start_producer` detects and says.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ssl
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from services.bus._errors import BrokerError
 from services.bus._logging import get_logger, quiet
@@ -51,6 +53,42 @@ def client_options(settings: Settings, bootstrap: str) -> dict[str, Any]:
     return options
 
 
+async def tls_problem(settings: Settings, bootstrap: str, timeout: float = 5.0) -> str | None:
+    """Why a TLS handshake with the bootstrap servers fails, or None.
+
+    aiokafka reports a refused handshake only as "Unable to bootstrap"; this
+    repeats the handshake with the same settings to say why (an untrusted CA,
+    a certificate for another host, ...).
+    """
+    if settings.kafka_security_protocol not in {"SSL", "SASL_SSL"}:
+        return None
+    context = client_options(settings, bootstrap)["ssl_context"]
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host, int(port), ssl=context, server_hostname=host),
+                timeout,
+            )
+        except ssl.SSLError as exc:
+            return (
+                f"the TLS handshake with {server.strip()} failed: {exc} "
+                f"(OIX_KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile or 'the system CAs'})"
+            )
+        except (OSError, TimeoutError):
+            continue  # not a TLS problem: the caller's error says it
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+    return None
+
+
+async def unreachable(settings: Settings, bootstrap: str, error: Exception) -> BrokerError:
+    """The error for a broker that could not be reached, naming a TLS failure if there is one."""
+    problem = await tls_problem(settings, bootstrap)
+    return BrokerError(f"cannot reach the broker at {bootstrap}: {problem or repr(error)}")
+
+
 def producer_options(settings: Settings, bootstrap: str, **overrides: Any) -> dict[str, Any]:
     """Options for a producer that never reports success before every in-sync replica has it."""
     return {
@@ -83,6 +121,8 @@ async def start_producer(settings: Settings, bootstrap: str, **overrides: Any) -
                 await producer.start()
         except KafkaError as exc:
             await producer.stop()
+            if isinstance(exc, KafkaConnectionError):
+                raise await unreachable(settings, bootstrap, exc) from exc
             if settings.kafka_idempotence == "on":
                 raise BrokerError(f"the broker refused the idempotent producer: {exc}") from exc
             # Once per broker and process: `oix up` starts a producer per service.
@@ -97,7 +137,11 @@ async def start_producer(settings: Settings, bootstrap: str, **overrides: Any) -
         else:
             return producer
     producer = AIOKafkaProducer(**options)
-    await producer.start()
+    try:
+        await producer.start()
+    except KafkaConnectionError as exc:
+        await producer.stop()
+        raise await unreachable(settings, bootstrap, exc) from exc
     return producer
 
 

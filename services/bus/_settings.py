@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
+    SecretsSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
     YamlConfigSettingsSource,
@@ -33,6 +34,16 @@ def _config_file() -> Path | None:
     return local if local.is_file() else None
 
 
+def _secrets_dir() -> Path | None:
+    explicit = os.environ.get("OIX_SECRETS_DIR")
+    if not explicit:
+        return None
+    path = Path(explicit)
+    if not path.is_dir():
+        raise ConfigError(f"OIX_SECRETS_DIR={explicit}: no such directory")
+    return path
+
+
 def repo_root() -> Path:
     """The checkout this package runs from (or the packaged data, when installed)."""
     here = Path(__file__).resolve()
@@ -47,6 +58,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="OIX_", extra="forbid")
 
+    env: Literal["development", "production"] = Field(
+        default="development",
+        description="production refuses the demo signing keys shipped in deploy/keys.",
+    )
     bootstrap: str | None = Field(
         default=None,
         description="Kafka bootstrap servers; unset means the embedded local broker.",
@@ -93,8 +108,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003  # no .env files
         file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003  # nor secret dirs
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment over the config file; arguments over both."""
+        """Arguments, then environment, then secret files (``OIX_SECRETS_DIR``), then the file."""
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        secrets = _secrets_dir()
+        if secrets is not None:
+            # Docker and Kubernetes mount secrets as files: oix_kafka_sasl_password, ...
+            sources.append(SecretsSettingsSource(settings_cls, secrets_dir=secrets))
         path = _config_file()
         if path is not None and path.suffix in {".yaml", ".yml"}:
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))

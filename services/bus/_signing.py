@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
 
@@ -105,6 +106,9 @@ class TrustedKey:
     party: str
     key_id: str
     public_key: bytes
+    not_before: datetime | None = None
+    not_after: datetime | None = None
+    """Validity window (rotation): records created outside it are not accepted with this key."""
 
 
 class Verifier:
@@ -114,6 +118,11 @@ class Verifier:
         self._keys = {
             key.key_id: (key.party, nacl.signing.VerifyKey(key.public_key)) for key in keys
         }
+        self._windows = {
+            key.key_id: (key.not_before, key.not_after)
+            for key in keys
+            if key.not_before is not None or key.not_after is not None
+        }
 
     def verify(
         self,
@@ -121,11 +130,14 @@ class Verifier:
         signature: bytes | None,
         key_id: str | None,
         originator: str | None,
+        signed_at: datetime | None = None,
     ) -> Verification:
         """Check that ``signature`` over ``value`` was made by ``originator``'s own key.
 
         ``originator`` is the one named in the signed content; a valid signature
         by another party's key is invalid here, since nobody may sign for another.
+        ``signed_at`` is the signed ``created_at``: a key with a validity window
+        (rotation) is accepted only for records created inside it.
         """
         if not signature and not key_id:
             return Verification(SignatureStatus.UNSIGNED, "no signature header")
@@ -156,7 +168,25 @@ class Verifier:
                 f"signed with {party}'s key {key_id!r} but the content claims originator "
                 f"{originator}",
             )
+        window = self._windows.get(key_id)
+        if window is not None and signed_at is not None:
+            outside = _outside(window, signed_at)
+            if outside:
+                return Verification(
+                    SignatureStatus.INVALID,
+                    f"key {key_id!r} {outside}; the record was created at {signed_at.isoformat()}",
+                )
         return Verification(SignatureStatus.VALID)
+
+
+def _outside(window: tuple[datetime | None, datetime | None], moment: datetime) -> str:
+    """Why ``moment`` lies outside a key's validity ``window``, or an empty string."""
+    not_before, not_after = window
+    if not_before is not None and moment < not_before:
+        return f"is valid only from {not_before.isoformat()}"
+    if not_after is not None and moment >= not_after:
+        return f"was valid until {not_after.isoformat()}"
+    return ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -171,6 +171,13 @@ class AclBinding:
     pattern_type: str
     name: str
 
+    def describe(self) -> str:
+        """One line for plans and logs: ``User:lt-vsat WRITE TOPIC oix.LT-VSAT. (prefixed)``."""
+        return (
+            f"{self.principal} {self.operation} {self.resource_type} {self.name} "
+            f"({self.pattern_type.lower()})"
+        )
+
     def command(self, bootstrap: str = "$BOOTSTRAP") -> str:
         """The ``kafka-acls.sh`` command that creates this binding."""
         resource = {"TOPIC": "--topic", "GROUP": "--group"}[self.resource_type]
@@ -181,27 +188,42 @@ class AclBinding:
         )
 
 
-AUDIT_PRINCIPAL = "User:oix-audit"
+AUDIT_USER = "oix-audit"
+AUDIT_PRINCIPAL = f"User:{AUDIT_USER}"
+
+
+def kafka_user(party: str) -> str:
+    """The Kafka (SCRAM) user name of ``party``: its code in lower case.
+
+    Lower case because Strimzi names a ``KafkaUser`` after its user, and
+    Kubernetes names are lower case; one name everywhere avoids a mapping.
+    """
+    return party.lower()
 
 
 def render_acls(router: Router) -> list[AclBinding]:
-    """Every ACL the agreement implies on a secured Apache Kafka cluster."""
+    """Every ACL the agreement implies on a secured Apache Kafka cluster; nothing else is allowed.
+
+    - each party writes only topics under its own ``<prefix>.<PARTY>.``, reads
+      only the feeds and bilateral channels released to it (literal names), and
+      uses only consumer groups under its own prefix;
+    - the audit consumer reads every topic under ``<prefix>.``, writes the
+      quarantine topic and uses the ``<prefix>.audit`` groups.
+
+    DESCRIBE is not listed: Kafka implies it from READ and WRITE.
+    """
     naming = router.naming
     acls: list[AclBinding] = []
     for party in sorted(router.agreement.parties):
-        principal = f"User:{party}"
+        principal = f"User:{kafka_user(party)}"
         prefix = naming.writer_prefix(party)
         acls.append(AclBinding(principal, "WRITE", "TOPIC", "PREFIXED", prefix))
-        acls.append(AclBinding(principal, "DESCRIBE", "TOPIC", "PREFIXED", prefix))
         acls.extend(
-            AclBinding(principal, op, "TOPIC", "LITERAL", topic)
+            AclBinding(principal, "READ", "TOPIC", "LITERAL", topic)
             for topic in router.readable_by(party)
-            for op in ("READ", "DESCRIBE")
         )
-        acls.append(AclBinding(principal, "WRITE", "TOPIC", "LITERAL", naming.quarantine))
         acls.append(AclBinding(principal, "READ", "GROUP", "PREFIXED", prefix))
     acls.append(AclBinding(AUDIT_PRINCIPAL, "READ", "TOPIC", "PREFIXED", f"{naming.prefix}."))
-    acls.append(AclBinding(AUDIT_PRINCIPAL, "DESCRIBE", "TOPIC", "PREFIXED", f"{naming.prefix}."))
     acls.append(AclBinding(AUDIT_PRINCIPAL, "WRITE", "TOPIC", "LITERAL", naming.quarantine))
     acls.append(
         AclBinding(AUDIT_PRINCIPAL, "READ", "GROUP", "PREFIXED", f"{naming.prefix}.audit"),

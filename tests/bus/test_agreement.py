@@ -184,11 +184,11 @@ def test_every_topic_readable_by_a_party_comes_from_a_release(router: Router) ->
 def test_acls_let_each_party_write_only_its_own_topics(router: Router) -> None:
     acls = render_acls(router)
     writes = {(a.principal, a.name, a.pattern_type) for a in acls if a.operation == "WRITE"}
-    assert ("User:LV-VRS", "oix.LV-VRS.", "PREFIXED") in writes
-    assert not any(p == "User:LV-VRS" and n.startswith("oix.LT-VSAT") for p, n, _ in writes)
+    assert ("User:lv-vrs", "oix.LV-VRS.", "PREFIXED") in writes
+    assert not any(p == "User:lv-vrs" and n.startswith("oix.LT-VSAT") for p, n, _ in writes)
     reads = {
         (a.principal, a.name) for a in acls if a.operation == "READ" and a.resource_type == "TOPIC"
     }
-    assert ("User:UA-DPSU", "oix.LV-VRS.coordination") not in reads
-    assert ("User:UA-DPSU", "oix.LV-VRS.incidents") in reads
+    assert ("User:ua-dpsu", "oix.LV-VRS.coordination") not in reads
+    assert ("User:ua-dpsu", "oix.LV-VRS.incidents") in reads
     assert "--resource-pattern-type prefixed" in acls[0].command()
