@@ -30,7 +30,7 @@ from services.bus import (
 from services.gateway._cli import gateway_app
 
 if TYPE_CHECKING:
-    from services.bus._schemas import ReportSchema
+    from services.bus._schemas import Fingerprint, ReportSchema
 
 app = typer.Typer(
     help="OIX: the operational information exchange bus for border guard services.",
@@ -163,7 +163,9 @@ def _exchange(settings: Settings) -> Exchange:
         raise fail(str(exc), 2) from None
 
 
-def _load_schemas(directory: Path) -> tuple[dict[str, ReportSchema], dict[int, ReportSchema]]:
+def _load_schemas(
+    directory: Path,
+) -> tuple[dict[str, ReportSchema], dict[Fingerprint, ReportSchema]]:
     """The current and the released schemas of ``directory``, or exit with the reason."""
     from services.bus._schemas import load_current, load_released
 

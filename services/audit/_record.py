@@ -8,7 +8,6 @@ record is stored, flagged, like any other.
 from __future__ import annotations
 
 import base64
-import struct
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, NamedTuple, Protocol
@@ -22,8 +21,7 @@ NOT_STORED = EPOCH_START
 """``stored_at`` of a record that has not been written yet."""
 
 _SINGLE_OBJECT_MAGIC = b"\xc3\x01"
-_FINGERPRINT = struct.Struct("<Q")
-_PREFIX_SIZE = len(_SINGLE_OBJECT_MAGIC) + _FINGERPRINT.size
+_PREFIX_SIZE = len(_SINGLE_OBJECT_MAGIC) + 8
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -109,11 +107,14 @@ def decode_headers(text: str) -> Headers:
 
 
 def schema_fingerprint(value: bytes | None) -> str | None:
-    """The writer schema fingerprint an Avro single-object value names, as 16 hex digits."""
+    """The writer schema fingerprint an Avro single-object value names, as 16 hex digits.
+
+    The hex spelling of the 8 bytes after ``C3 01`` in wire order: the released
+    schema file's name and the ``oix-schema`` header.
+    """
     if value is None or len(value) < _PREFIX_SIZE or value[:2] != _SINGLE_OBJECT_MAGIC:
         return None
-    fingerprint: int = _FINGERPRINT.unpack_from(value, 2)[0]
-    return f"{fingerprint:016x}"
+    return value[2:_PREFIX_SIZE].hex()
 
 
 def clean_text(text: str | None) -> str | None:

@@ -172,7 +172,7 @@ def _contradiction(headers: dict[str, bytes], decoded: Decoded) -> str:
         H_MESSAGE_ID: str(decoded.message_id),
         H_ORIGINATOR: decoded.originator,
         H_TYPE: decoded.report_type,
-        H_SCHEMA: f"{decoded.writer_fingerprint:016x}",
+        H_SCHEMA: decoded.writer_fingerprint.hex(),
     }
     for name, signed in expected.items():
         raw = headers.get(name)
