@@ -14,7 +14,14 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from services.bus import H_MESSAGE_ID, H_ORIGINATOR, H_TYPE, Opener
+from services.bus import (
+    H_MESSAGE_ID,
+    H_ORIGINATOR,
+    H_TYPE,
+    Opener,
+    SignatureStatus,
+    UnknownSchemaError,
+)
 
 EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
 NOT_STORED = EPOCH_START
@@ -24,6 +31,9 @@ _SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 _PREFIX_SIZE = len(_SINGLE_OBJECT_MAGIC) + 8
 
 Headers = tuple[tuple[str, bytes], ...]
+
+UNKNOWN_SCHEMA_ERROR = f"{UnknownSchemaError.__name__}: "
+"""How ``decode_error`` begins for a value whose writer schema was not released (yet)."""
 
 
 class KafkaRecord(Protocol):
@@ -77,6 +87,16 @@ class AuditRecord(NamedTuple):
     def header_pairs(self) -> Headers:
         """The Kafka headers exactly as they arrived."""
         return decode_headers(self.headers)
+
+    @property
+    def trusted(self) -> bool:
+        """Decoded and signed by the originator it names (the only proven originator)."""
+        return self.signature_status == SignatureStatus.VALID and self.decode_error is None
+
+    @property
+    def unknown_schema(self) -> bool:
+        """Stored raw because its writer schema (:attr:`schema_fingerprint`) is not released."""
+        return (self.decode_error or "").startswith(UNKNOWN_SCHEMA_ERROR)
 
 
 COLUMNS: tuple[str, ...] = AuditRecord._fields

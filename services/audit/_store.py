@@ -25,6 +25,7 @@ from services.audit._migrate import check_revision
 from services.audit._query import RecordQuery, to_millis
 from services.audit._record import COLUMNS, AuditRecord
 from services.audit._tables import events, records
+from services.bus import SignatureStatus
 
 Partition = tuple[str, int]
 
@@ -296,6 +297,8 @@ class AuditStore:
         ):
             if value is not None:
                 conditions.append(column == value)
+        if query.proven_originator_only:
+            conditions.append(_R.signature_status == str(SignatureStatus.VALID))
         if query.since is not None:
             conditions.append(_R.kafka_timestamp >= to_millis(query.since))
         if query.until is not None:

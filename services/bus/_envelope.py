@@ -111,7 +111,7 @@ class Opened:
 
     @property
     def trusted(self) -> bool:
-        """Decoded and signed by its originator: safe to act on."""
+        """Decoded and signed by the originator it names: safe to act on."""
         return self.decoded is not None and self.verification.ok
 
     @property
@@ -159,11 +159,37 @@ class Opener:
             key_id.decode(errors="replace") if key_id is not None else None,
             decoded.originator if decoded is not None else None,
         )
-        if decoded is not None and verification.status is not SignatureStatus.UNSIGNED:
+        if decoded is None:
+            verification = _claimed_by_another(found, verification)
+        elif verification.status is not SignatureStatus.UNSIGNED:
             mismatch = _contradiction(found, decoded)
             if mismatch:
-                verification = Verification(SignatureStatus.INVALID, mismatch)
+                verification = Verification(SignatureStatus.INVALID, mismatch, verification.party)
         return Opened(verification, decoded, error, found)
+
+
+def _claimed_by_another(headers: dict[str, bytes], verification: Verification) -> Verification:
+    """Undecodable content: a header naming another originator than the signer is a forgery.
+
+    The header is no proof either way, but one that contradicts the key's party
+    shows somebody claiming to be another party.
+    """
+    party = verification.party
+    claimed = headers.get(H_ORIGINATOR)
+    if (
+        verification.status is not SignatureStatus.UNVERIFIED_ORIGIN
+        or claimed is None
+        or party is None
+        or claimed == party.encode()
+    ):
+        return verification
+    shown = claimed.decode(errors="replace")
+    return Verification(
+        SignatureStatus.INVALID,
+        f"signed with {party}'s key but header {H_ORIGINATOR} claims {shown!r}, and the "
+        "signed content cannot be decoded to settle it",
+        party,
+    )
 
 
 def _contradiction(headers: dict[str, bytes], decoded: Decoded) -> str:

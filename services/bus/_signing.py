@@ -34,9 +34,14 @@ class SignatureStatus(StrEnum):
     """What verifying a record against the agreement's keys found."""
 
     VALID = "valid"
+    """Signed by the key of the originator its decoded content names: the only trusted status."""
     INVALID = "invalid"
+    """A bad signature, or one by another party than the originator (content or header)."""
     UNSIGNED = "unsigned"
     UNKNOWN_KEY = "unknown_key"
+    UNVERIFIED_ORIGIN = "unverified_origin"
+    """The signature checks out against a party's key, but the signed content cannot be
+    decoded, so the originator it names is unproven (e.g. a schema not released yet)."""
 
 
 @dataclass(slots=True)  # not frozen: it costs 0.5 µs per record on the hot path
@@ -45,6 +50,8 @@ class Verification:
 
     status: SignatureStatus
     reason: str = ""
+    party: str | None = None
+    """The party whose key made a signature that checks out, when one did."""
 
     @property
     def ok(self) -> bool:
@@ -126,6 +133,8 @@ class Verifier:
 
         ``originator`` is the one named in the signed content; a valid signature
         by another party's key is invalid here, since nobody may sign for another.
+        ``None`` means the content could not be read: then a signature that checks
+        out is :attr:`SignatureStatus.UNVERIFIED_ORIGIN`, never valid.
         """
         if not signature and not key_id:
             return Verification(SignatureStatus.UNSIGNED, "no signature header")
@@ -150,13 +159,21 @@ class Verifier:
             verify_key.verify(value, signature)
         except nacl.exceptions.BadSignatureError:
             return Verification(SignatureStatus.INVALID, "signature does not match the value")
-        if originator is not None and party != originator:
+        if originator is None:
+            return Verification(
+                SignatureStatus.UNVERIFIED_ORIGIN,
+                f"signed with {party}'s key {key_id!r}, but the signed content cannot be "
+                "decoded, so the originator it names is unproven",
+                party,
+            )
+        if party != originator:
             return Verification(
                 SignatureStatus.INVALID,
                 f"signed with {party}'s key {key_id!r} but the content claims originator "
                 f"{originator}",
+                party,
             )
-        return Verification(SignatureStatus.VALID)
+        return Verification(SignatureStatus.VALID, "", party)
 
 
 @dataclass(frozen=True, slots=True)
