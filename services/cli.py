@@ -288,6 +288,27 @@ def agreement_acls(
         out.print(acl.command(bootstrap), highlight=False, soft_wrap=True)
 
 
+@agreement_app.command("asyncapi")
+def agreement_asyncapi(
+    output: Annotated[
+        Path | None, typer.Option(help="Write the document to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """The AsyncAPI 3.0 document of the exchange: channels, messages, schemas, headers, keys."""
+    import json
+
+    from services.bus import asyncapi_document
+
+    settings = settings_or_exit()
+    document = asyncapi_document(_exchange(settings), settings)
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}", highlight=False)
+
+
 def main() -> None:
     """Entry point of the ``oix`` script."""
     try:

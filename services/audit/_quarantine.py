@@ -37,6 +37,13 @@ from services.audit._metrics import AuditMetrics
 from services.audit._record import AuditRecord
 from services.audit._store import AuditStore, Partition
 from services.bus import (
+    H_QUARANTINE_DETAIL,
+    H_QUARANTINE_EPOCH,
+    H_QUARANTINE_OFFSET,
+    H_QUARANTINE_PARTITION,
+    H_QUARANTINE_REASON,
+    H_QUARANTINE_TIMESTAMP,
+    H_QUARANTINE_TOPIC,
     Settings,
     SignatureStatus,
     TopicNaming,
@@ -46,14 +53,6 @@ from services.bus import (
 )
 
 log = get_logger(__name__)
-
-H_QUARANTINE_TOPIC = "oix-quarantine-topic"
-H_QUARANTINE_PARTITION = "oix-quarantine-partition"
-H_QUARANTINE_OFFSET = "oix-quarantine-offset"
-H_QUARANTINE_EPOCH = "oix-quarantine-epoch"
-H_QUARANTINE_TIMESTAMP = "oix-quarantine-timestamp"
-H_QUARANTINE_REASON = "oix-quarantine-reason"
-H_QUARANTINE_DETAIL = "oix-quarantine-detail"
 
 _POLL_S = 0.5
 _FIRST_BACKOFF_S = 0.2

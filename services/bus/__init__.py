@@ -4,6 +4,7 @@ Everything public is importable from here; the modules behind it are private.
 """
 
 from services.bus._agreement import Agreement, Defaults, Party, load_agreement, parse_agreement
+from services.bus._asyncapi import asyncapi_document
 from services.bus._broker import EmbeddedBroker, find_tansu, free_port, wait_for_metadata
 from services.bus._codec import Codec, Decoded, SchemaRegistry, default_schemas_dir
 from services.bus._compat import Incompatibility, check_compatibility
@@ -11,6 +12,13 @@ from services.bus._envelope import (
     H_KEY_ID,
     H_MESSAGE_ID,
     H_ORIGINATOR,
+    H_QUARANTINE_DETAIL,
+    H_QUARANTINE_EPOCH,
+    H_QUARANTINE_OFFSET,
+    H_QUARANTINE_PARTITION,
+    H_QUARANTINE_REASON,
+    H_QUARANTINE_TIMESTAMP,
+    H_QUARANTINE_TOPIC,
     H_SCHEMA,
     H_SIGNATURE,
     H_TRACEPARENT,
@@ -101,6 +109,13 @@ __all__ = [
     "H_KEY_ID",
     "H_MESSAGE_ID",
     "H_ORIGINATOR",
+    "H_QUARANTINE_DETAIL",
+    "H_QUARANTINE_EPOCH",
+    "H_QUARANTINE_OFFSET",
+    "H_QUARANTINE_PARTITION",
+    "H_QUARANTINE_REASON",
+    "H_QUARANTINE_TIMESTAMP",
+    "H_QUARANTINE_TOPIC",
     "H_SCHEMA",
     "H_SIGNATURE",
     "H_TRACEPARENT",
@@ -182,6 +197,7 @@ __all__ = [
     "Urgency",
     "Verification",
     "Verifier",
+    "asyncapi_document",
     "bind_message",
     "check_compatibility",
     "client_options",

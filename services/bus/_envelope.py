@@ -24,6 +24,15 @@ H_SIGNATURE = "oix-signature"
 H_KEY_ID = "oix-key-id"
 H_TRACEPARENT = "traceparent"
 
+H_QUARANTINE_TOPIC = "oix-quarantine-topic"
+H_QUARANTINE_PARTITION = "oix-quarantine-partition"
+H_QUARANTINE_OFFSET = "oix-quarantine-offset"
+H_QUARANTINE_EPOCH = "oix-quarantine-epoch"
+H_QUARANTINE_TIMESTAMP = "oix-quarantine-timestamp"
+H_QUARANTINE_REASON = "oix-quarantine-reason"
+H_QUARANTINE_DETAIL = "oix-quarantine-detail"
+"""Headers the audit consumer appends to the copy of a record it quarantines (UTF-8 text)."""
+
 Headers = Sequence[tuple[str, bytes]]
 
 
