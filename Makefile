@@ -18,9 +18,10 @@ up: $(STAMP)
 
 ## lint: ruff, mypy strict and the schema compatibility check
 lint: $(STAMP)
-	$(BIN)/ruff check services tests bench
-	$(BIN)/ruff format --check services tests bench
+	$(BIN)/ruff check services tests bench examples
+	$(BIN)/ruff format --check services tests bench examples
 	$(BIN)/mypy
+	$(BIN)/mypy examples/partner
 	$(BIN)/oix schemas check
 
 ## test: lint, then the whole test suite against a real broker and real databases

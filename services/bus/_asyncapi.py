@@ -250,7 +250,7 @@ def _channels(exchange: Exchange) -> dict[str, Any]:
                 f"{info.originator}'s reports for {info.recipient} alone, when their "
                 "releasable_to is narrower than the feed's readers."
             )
-        channels[_channel_id(exchange, topic)] = {
+        channel: dict[str, Any] = {
             "address": topic,
             "title": topic,
             "description": description,
@@ -258,7 +258,19 @@ def _channels(exchange: Exchange) -> dict[str, Any]:
                 t: {"$ref": f"#/components/messages/{t}"} for t in _channel_types(exchange, topic)
             },
             "bindings": {"kafka": {"topic": topic, "bindingVersion": KAFKA_BINDING}},
+            # The routing rule, machine-readable: a report goes to its originator's feed
+            # when releasable_to names exactly the feed's readers, else to one direct
+            # channel per recipient.
+            "x-oix-kind": str(info.kind),
+            "x-oix-readers": who_reads,
         }
+        where = {
+            "x-oix-originator": info.originator,
+            "x-oix-feed": info.feed,
+            "x-oix-recipient": info.recipient,
+        }
+        channel.update({name: value for name, value in where.items() if value is not None})
+        channels[_channel_id(exchange, topic)] = channel
     return channels
 
 
