@@ -7,6 +7,7 @@ alone, never OIX's codec with itself.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -81,6 +82,20 @@ def test_a_partner_value_decodes_and_verifies_valid_in_oix(
     assert opened.verification.status is SignatureStatus.VALID, opened.problem
     assert opened.decoded is not None
     assert opened.decoded.to_model() == report
+
+
+def test_the_worked_example_and_test_vector_of_the_partner_docs(exchange: Exchange) -> None:
+    shown = (RELEASED.parents[1] / "docs" / "partners.md").read_text(encoding="utf-8")
+    wetsuits = next(e.report for e in load_examples() if e.name.startswith("06-"))
+    value = exchange.codec.encode(wetsuits)
+    assert f"encodes to {len(value)} bytes" in shown
+    assert value[:20].hex(" ") in shown
+    assert value[10] == 0x48  # the zig-zag varint 36 the docs explain
+    assert hashlib.sha256(value).hexdigest() in shown
+    signature = private_key("LT-VSAT-2026-1").sign(value).hex()
+    assert f"{signature[:64]}\n  {signature[64:]}" in shown
+    first = RELEASED / "IncidentReport" / "897eecb088f47981.avsc"
+    assert (b"\xc3\x01" + reference_fingerprint(first)).hex(" ") in shown
 
 
 def test_the_avro_package_still_fingerprints_logical_types_against_the_spec() -> None:
