@@ -254,7 +254,8 @@ class Quarantine:
                 self._pending[copy.key] = copy
                 found += 1
         if found:
-            log.info(
+            # Only a run that stopped between a commit and the copies leaves these.
+            log.warning(
                 "untrusted records stored earlier were never copied to the quarantine; copying",
                 records=found,
                 partitions=len(partitions),

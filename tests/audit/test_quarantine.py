@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import os
+import random
+import sys
 import time
 from collections import Counter
 from datetime import UTC, datetime
+from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from audit_support import (
     AuditRun,
     incident,
@@ -27,7 +33,7 @@ from services.audit import (
 )
 from services.audit._chain import chain
 from services.audit._quarantine import Quarantine, coordinates_key, quarantine_copy
-from services.bus import H_KEY_ID, H_SIGNATURE, Exchange, Settings
+from services.bus import H_KEY_ID, H_SIGNATURE, Exchange, SealedReport, Settings
 
 Headers = list[tuple[str, bytes]]
 
@@ -224,3 +230,127 @@ async def test_after_a_crash_what_was_not_copied_is_and_nothing_is_copied_twice(
         copies = await _read_all(settings, exchange.naming.quarantine)
         assert sorted(c.key for c in copies) == sorted(keys)
     assert stored == [len(keys), 0]  # the first run stores the three copies, and only them
+
+
+class _AuditProcess:
+    """``oix audit run`` as a process of its own, to be killed with SIGKILL."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env = env
+        self.logs = logs
+        self.process: asyncio.subprocess.Process | None = None
+
+    async def start(self) -> None:
+        log = (self.logs / "audit.log").open("ab")
+        self.process = await asyncio.create_subprocess_exec(
+            str(Path(sys.executable).parent / "oix"),
+            "audit",
+            "run",
+            env=self.env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+
+    async def kill(self) -> None:
+        assert self.process is not None
+        assert self.process.returncode is None, (self.logs / "audit.log").read_text()[-2000:]
+        self.process.kill()
+        await self.process.wait()
+
+    async def terminate(self) -> int:
+        assert self.process is not None
+        self.process.terminate()
+        return await asyncio.wait_for(self.process.wait(), 60)
+
+
+def _process_env(settings: Settings, url: str, data_dir: Path) -> dict[str, str]:
+    assert settings.bootstrap is not None
+    return {
+        **os.environ,
+        "OIX_BOOTSTRAP": settings.bootstrap,
+        "OIX_TOPIC_PREFIX": settings.topic_prefix,
+        "OIX_DATA_DIR": str(data_dir),
+        "OIX_LOG_FORMAT": "json",
+        "OIX_LOG_LEVEL": "WARNING",
+        "OIX_AUDIT_DATABASE_URL": url,
+        "OIX_AUDIT_METRICS_PORT": "0",
+        "OIX_AUDIT_OPEN_PROCESSES": "0",
+        "OIX_AUDIT_SESSION_TIMEOUT_MS": "2000",
+        "OIX_AUDIT_HEARTBEAT_INTERVAL_MS": "500",
+        "OIX_AUDIT_REBALANCE_TIMEOUT_MS": "2000",
+        "OIX_AUDIT_METADATA_MAX_AGE_MS": "500",
+        "OIX_AUDIT_BATCH_MAX_RECORDS": "50",
+    }
+
+
+async def _trickle(
+    producer: AIOKafkaProducer, topic: str, sealed: list[SealedReport], untrusted: set[int]
+) -> None:
+    """About 100 records a second, every record in ``untrusted`` without its signature."""
+    for start in range(0, len(sealed), 20):
+        futures = []
+        for i in range(start, min(start + 20, len(sealed))):
+            headers = sealed[i].headers
+            if i in untrusted:
+                headers = [(k, v) for k, v in headers if k not in {H_SIGNATURE, H_KEY_ID}]
+            futures.append(
+                await producer.send(topic, sealed[i].value, key=sealed[i].key, headers=headers)
+            )
+        await asyncio.gather(*futures)
+        await asyncio.sleep(0.2)
+
+
+@pytest.mark.slow
+async def test_kill_9_while_untrusted_records_flow_copies_each_exactly_once(
+    settings: Settings, exchange: Exchange, sqlite_url: str, tmp_path: Path
+) -> None:
+    seed = int(os.environ.get("OIX_TEST_SEED", str(time.time_ns())))
+    rng = random.Random(seed)
+    replay = f"(replay with OIX_TEST_SEED={seed})"
+    _, topic = incident(exchange)
+    sealed = sealed_incidents(exchange, 2000, keys=32)
+    untrusted = set(range(0, len(sealed), 10))
+    await migrate(sqlite_url)
+    audit = _AuditProcess(_process_env(settings, sqlite_url, tmp_path), tmp_path)
+    store = await AuditStore.open(sqlite_url)
+    producer = await producer_for(settings)
+    feeding = asyncio.create_task(_trickle(producer, topic, sealed, untrusted))
+    try:
+        for _ in range(3):  # killed while records, copies and catching up are under way
+            await audit.start()
+            before = await store.count()
+            deadline = time.monotonic() + 60
+            while await store.count() <= before:
+                assert time.monotonic() < deadline, f"no progress {replay}"
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(rng.uniform(0.0, 0.5))
+            await audit.kill()
+        await feeding
+        await audit.start()
+
+        async def all_copied() -> bool:
+            copies = await store.query(RecordQuery(topic=exchange.naming.quarantine, limit=5000))
+            return len({c.record_key for c in copies}) >= len(untrusted)
+
+        await wait_until(all_copied, f"every untrusted record copied {replay}", timeout=120)
+        assert await audit.terminate() == 0
+        originals = await store.query(RecordQuery(topic=topic, limit=5000))
+    finally:
+        feeding.cancel()
+        await producer.stop()
+        if audit.process is not None and audit.process.returncode is None:
+            audit.process.kill()
+            await audit.process.wait()
+        await store.close()
+    keys = [c.key for c in await _read_all(settings, exchange.naming.quarantine)]
+    assert len(keys) == len(set(keys)), f"{len(keys) - len(set(keys))} copied twice {replay}"
+    assert len(originals) == len(sealed), replay
+    expected = {
+        coordinates_key(r.topic, r.kafka_partition, r.epoch, r.kafka_offset)
+        for r in originals
+        if not r.trusted
+    }
+    assert len(expected) == len(untrusted), replay
+    assert set(keys) == expected, replay
