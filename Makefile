@@ -18,9 +18,10 @@ up: $(STAMP)
 
 ## lint: ruff, mypy strict and the schema compatibility check
 lint: $(STAMP)
-	$(BIN)/ruff check services tests bench
-	$(BIN)/ruff format --check services tests bench
+	$(BIN)/ruff check services tests bench examples
+	$(BIN)/ruff format --check services tests bench examples
 	$(BIN)/mypy
+	$(BIN)/mypy examples/partner
 	$(BIN)/oix schemas check
 
 ## tools: Debian packages the tests use (stunnel4 + openssl for TLS, patch); apt only when missing

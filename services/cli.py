@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -17,9 +18,11 @@ from services.bus import (
     BrokerError,
     EmbeddedBroker,
     Exchange,
+    Fingerprint,
     OixError,
     ReportSchema,
     Settings,
+    asyncapi_document,
     check_compatibility,
     generate_key_pair,
     key_block,
@@ -117,7 +120,9 @@ def _exchange(settings: Settings) -> Exchange:
         raise fail(str(exc), EXIT_CONFIG) from None
 
 
-def _load_schemas(directory: Path) -> tuple[dict[str, ReportSchema], dict[int, ReportSchema]]:
+def _load_schemas(
+    directory: Path,
+) -> tuple[dict[str, ReportSchema], dict[Fingerprint, ReportSchema]]:
     """The current and the released schemas of ``directory``, or exit with the reason."""
     try:
         return load_current(directory), load_released(directory / "released")
@@ -354,6 +359,23 @@ def _render_resources(
     else:
         output.write_text(text, encoding="utf-8")
         out.print(f"wrote {output}", highlight=False)
+
+
+@agreement_app.command("asyncapi")
+def agreement_asyncapi(
+    output: Annotated[
+        Path | None, typer.Option(help="Write the document to this file instead of stdout.")
+    ] = None,
+) -> None:
+    """The AsyncAPI 3.0 document of the exchange: channels, messages, schemas, headers, keys."""
+    settings = settings_or_exit()
+    document = asyncapi_document(_exchange(settings), settings)
+    text = json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text, encoding="utf-8")
+        err.print(f"wrote {output}", highlight=False)
 
 
 def main() -> None:

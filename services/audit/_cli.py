@@ -163,8 +163,18 @@ def query_command(
     from_offset: Annotated[int | None, typer.Option(help="First offset (needs --topic).")] = None,
     to_offset: Annotated[int | None, typer.Option(help="Last offset, included.")] = None,
     status: Annotated[
-        str | None, typer.Option(help="Signature status: valid, invalid, unsigned, unknown_key.")
+        str | None,
+        typer.Option(
+            help="Signature status: valid, invalid, unsigned, unknown_key, unverified_origin."
+        ),
     ] = None,
+    include_unproven: Annotated[
+        bool,
+        typer.Option(
+            "--include-unproven",
+            help="With --originator: also records that only claim it (any status but valid).",
+        ),
+    ] = False,
     limit: Annotated[int, typer.Option(help="At most this many records.")] = 100,
     json_lines: Annotated[
         bool, typer.Option("--json", help="One JSON object per record, every field.")
@@ -189,6 +199,7 @@ def query_command(
             from_offset=from_offset,
             to_offset=to_offset,
             signature_status=status,
+            unproven=include_unproven,
             limit=limit,
         )
     except ValueError as exc:
@@ -202,10 +213,25 @@ def query_command(
             await store.close()
 
     found = _run(main)
+    now = _reopened(settings, found)
     if json_lines:
-        print_records_json(found, out)
+        print_records_json(found, out, now)
     else:
-        print_records(found, out)
+        print_records(found, out, now)
+
+
+def _reopened(settings: Settings, found: list[Any]) -> list[Any] | None:
+    """Undecoded records opened again with today's released schemas (after a release)."""
+    from services.audit._query import reopen  # noqa: PLC0415  # fast --help
+
+    if all(record.decoded is not None or record.value is None for record in found):
+        return None
+    try:
+        exchange = Exchange.from_settings(settings)
+    except OixError as exc:
+        err.print(f"not decoding stored raw values again: {exc}", highlight=False)
+        return None
+    return reopen(exchange.opener, found)
 
 
 @commands.command("verify")

@@ -36,6 +36,7 @@ from services.audit._errors import StoreConflictError, StoreUnavailableError
 from services.audit._events import LogEvent
 from services.audit._metrics import AuditMetrics, Health
 from services.audit._opening import Admitted, RecordOpener
+from services.audit._quarantine import Quarantine
 from services.audit._record import AuditRecord, KafkaRecord, encode_headers
 from services.audit._settings import AuditSettings
 from services.audit._store import AuditStore, Partition
@@ -133,6 +134,15 @@ class AuditConsumer:
         self._opening: deque[_Opening] = deque()
         self._flushing: asyncio.Task[None] | None = None
         self._stopping = False
+        # Quarantine: copies of the untrusted records each committed batch holds.
+        self.quarantine = Quarantine(
+            settings, bootstrap, exchange.naming, store, self.metrics, owned=self._owned
+        )
+
+    def _owned(self) -> set[Partition]:
+        if self._consumer is None:
+            return set()
+        return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
     def _new_batch(self) -> Batch:
         return Batch(
@@ -185,6 +195,7 @@ class AuditConsumer:
         )
         committer = asyncio.create_task(self._commit_loop(), name="oix-audit-commit")
         try:
+            await self.quarantine.start()
             while not stop.is_set():
                 await self._step()
             self._stopping = True
@@ -202,6 +213,7 @@ class AuditConsumer:
                 self._flushing.cancel()
                 with contextlib.suppress(BaseException):
                     await self._flushing
+            await self.quarantine.stop(self.audit.drain_timeout_s)
             await self._consumer.stop()
             self._opener.close()
             log.info("audit consumer stopped", stored=self.stored)
@@ -456,6 +468,7 @@ class AuditConsumer:
             oldest = min(r.kafka_timestamp for r in records)
             metrics.record_delay_seconds.observe(max(0.0, (committed_ms - oldest) / 1000))
         log.debug("batch stored", records=len(records), events=len(events), seconds=elapsed)
+        self.quarantine.committed(records)
         if self.on_committed is not None:
             self.on_committed(records)
 

@@ -78,6 +78,23 @@ class AuditMetrics:
             "1 while the store accepts writes, 0 while it is unavailable.",
             registry=self.registry,
         )
+        self.unknown_schema = Counter(
+            "oix_audit_unknown_schema_records",
+            "Records stored raw (quarantine copies aside): their writer schema fingerprint "
+            "names no released schema.",
+            registry=self.registry,
+        )
+        self.quarantined = Counter(
+            "oix_audit_quarantined",
+            "Untrusted records copied to the quarantine topic, by reason.",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.quarantine_pending = Gauge(
+            "oix_audit_quarantine_pending",
+            "Untrusted records stored but not yet copied to the quarantine topic.",
+            registry=self.registry,
+        )
         self.assigned_partitions = Gauge(
             "oix_audit_assigned_partitions",
             "Partitions assigned to this consumer.",

@@ -20,6 +20,8 @@ from services.bus import (
     H_TYPE,
     CorruptMessageError,
     Opener,
+    SignatureStatus,
+    UnknownSchemaError,
     read_fingerprint,
 )
 
@@ -28,6 +30,9 @@ NOT_STORED = EPOCH_START
 """``stored_at`` of a record that has not been written yet."""
 
 Headers = tuple[tuple[str, bytes], ...]
+
+UNKNOWN_SCHEMA_ERROR = f"{UnknownSchemaError.__name__}: "
+"""How ``decode_error`` begins for a value whose writer schema was not released (yet)."""
 
 
 class KafkaRecord(Protocol):
@@ -82,6 +87,16 @@ class AuditRecord(NamedTuple):
         """The Kafka headers exactly as they arrived."""
         return decode_headers(self.headers)
 
+    @property
+    def trusted(self) -> bool:
+        """Decoded and signed by the originator it names (the only proven originator)."""
+        return self.signature_status == SignatureStatus.VALID and self.decode_error is None
+
+    @property
+    def unknown_schema(self) -> bool:
+        """Stored raw because its writer schema (:attr:`schema_fingerprint`) is not released."""
+        return (self.decode_error or "").startswith(UNKNOWN_SCHEMA_ERROR)
+
 
 COLUMNS: tuple[str, ...] = AuditRecord._fields
 
@@ -111,14 +126,18 @@ def decode_headers(text: str) -> Headers:
 
 
 def schema_fingerprint(value: bytes | None) -> str | None:
-    """The writer schema fingerprint an Avro single-object value names, as 16 hex digits."""
+    """The writer schema fingerprint an Avro single-object value names, as 16 hex digits.
+
+    The hex spelling of the 8 bytes after ``C3 01`` in wire order: the released
+    schema file's name and the ``oix-schema`` header.
+    """
     if value is None:
         return None
     try:
         fingerprint = read_fingerprint(value)
     except CorruptMessageError:
         return None
-    return f"{fingerprint:016x}"
+    return fingerprint.hex()
 
 
 def clean_text(text: str | None) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -10,7 +11,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from services.audit._record import AuditRecord
+from services.audit._record import AuditRecord, Opening
 from services.audit._verify import VerifyReport
 
 
@@ -20,9 +21,13 @@ def _kafka_time(millis: int) -> str:
     return datetime.fromtimestamp(millis / 1000, UTC).isoformat(timespec="milliseconds")
 
 
-def record_json(record: AuditRecord) -> dict[str, Any]:
-    """A stored record as JSON-ready data: decoded report and headers parsed, bytes in base64."""
-    return {
+def record_json(record: AuditRecord, now: Opening | None = None) -> dict[str, Any]:
+    """A stored record as JSON-ready data: decoded report and headers parsed, bytes in base64.
+
+    ``now`` is what opening an undecoded record again found (``oix audit query``
+    does it with today's released schemas); it goes under ``"now"``.
+    """
+    shown = {
         "topic": record.topic,
         "partition": record.kafka_partition,
         "epoch": record.epoch,
@@ -35,43 +40,77 @@ def record_json(record: AuditRecord) -> dict[str, Any]:
         "schema_fingerprint": record.schema_fingerprint,
         "message_id": record.message_id,
         "originator": record.originator,
+        "originator_proven": record.trusted,
         "report_type": record.report_type,
         "signature_status": record.signature_status,
         "signature_detail": record.signature_detail or None,
         "decoded": orjson.loads(record.decoded) if record.decoded is not None else None,
         "decode_error": record.decode_error,
+        "unknown_schema": record.unknown_schema,
         "stored_at": record.stored_at.isoformat(),
         "row_hash": record.row_hash.hex(),
     }
+    if now is not None:
+        shown["now"] = {
+            "signature_status": now.signature_status,
+            "signature_detail": now.signature_detail or None,
+            "originator": now.originator,
+            "report_type": now.report_type,
+            "decoded": orjson.loads(now.decoded) if now.decoded is not None else None,
+            "decode_error": now.decode_error,
+        }
+    return shown
 
 
-def print_records_json(records: list[AuditRecord], console: Console) -> None:
-    """One JSON object per line."""
-    for record in records:
-        console.out(orjson.dumps(record_json(record)).decode(), highlight=False)
+def _aligned(records: Sequence[AuditRecord], now: Sequence[Opening | None] | None) -> list[Any]:
+    return list(now) if now is not None else [None] * len(records)
 
 
-def print_records(records: list[AuditRecord], console: Console) -> None:
-    """A table of records, one line each."""
+def print_records_json(
+    records: Sequence[AuditRecord],
+    console: Console,
+    now: Sequence[Opening | None] | None = None,
+) -> None:
+    """One JSON object per line; ``now`` as :func:`record_json` takes it, per record."""
+    for record, opening in zip(records, _aligned(records, now), strict=True):
+        console.out(orjson.dumps(record_json(record, opening)).decode(), highlight=False)
+
+
+def _status(record: AuditRecord, now: Opening | None) -> str:
+    status = record.signature_status
+    if record.unknown_schema:
+        status += f", unknown schema {record.schema_fingerprint}"
+    elif record.decode_error is not None:
+        status += ", undecodable"
+    if now is not None and now.decoded is not None:
+        status += f"; decodes now: {now.signature_status}"
+    return status
+
+
+def print_records(
+    records: Sequence[AuditRecord],
+    console: Console,
+    now: Sequence[Opening | None] | None = None,
+) -> None:
+    """A table of records, one line each; an originator nothing proves is marked so."""
     table = Table(
         "topic[partition]@offset", "timestamp", "type", "originator", "message id", "status"
     )
-    for r in records:
-        status = (
-            r.signature_status if r.decode_error is None else f"{r.signature_status}, undecodable"
-        )
-        style = "" if status == "valid" else "red"
+    for r, opening in zip(records, _aligned(records, now), strict=True):
         where = f"{r.topic}[{r.kafka_partition}]@{r.kafka_offset}"
         if r.epoch:
             where += f" (epoch {r.epoch})"
+        originator = r.originator or "-"
+        if r.originator and not r.trusted:
+            originator += " (unproven)"
         table.add_row(
             where,
             _kafka_time(r.kafka_timestamp),
             r.report_type or "-",
-            r.originator or "-",
+            originator,
             r.message_id or "-",
-            status,
-            style=style,
+            _status(r, opening),
+            style="" if r.trusted else "red",
         )
     console.print(table)
     console.print(f"{len(records)} record(s)", highlight=False)

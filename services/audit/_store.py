@@ -24,7 +24,8 @@ from services.audit._events import EventKind, LogEvent
 from services.audit._migrate import check_revision
 from services.audit._query import RecordQuery, to_millis
 from services.audit._record import COLUMNS, AuditRecord
-from services.audit._tables import events, records
+from services.audit._tables import UNTRUSTED, events, records
+from services.bus import SignatureStatus
 
 Partition = tuple[str, int]
 
@@ -296,6 +297,8 @@ class AuditStore:
         ):
             if value is not None:
                 conditions.append(column == value)
+        if query.proven_originator_only:
+            conditions.append(_R.signature_status == str(SignatureStatus.VALID))
         if query.since is not None:
             conditions.append(_R.kafka_timestamp >= to_millis(query.since))
         if query.until is not None:
@@ -350,6 +353,44 @@ class AuditStore:
         )
         async with self._reader.connect() as connection:
             return [_event(row) for row in await connection.execute(statement)]
+
+    # -- the quarantine's side ---------------------------------------------------------------
+
+    async def untrusted(self, partitions: Iterable[Partition]) -> list[AuditRecord]:
+        """Every stored record of ``partitions`` that cannot be trusted, in (epoch, offset) order.
+
+        Raises:
+            StoreUnavailableError: the database cannot be reached (retry).
+        """
+        by_topic: dict[str, list[int]] = {}
+        for topic, number in partitions:
+            by_topic.setdefault(topic, []).append(number)
+        found: list[AuditRecord] = []
+        try:
+            async with self._reader.connect() as connection:
+                for topic, numbers in sorted(by_topic.items()):
+                    statement = _SELECT_RECORDS.where(
+                        _R.topic == topic,
+                        _R.kafka_partition.in_(sorted(numbers)),
+                        sa.text(f"({UNTRUSTED})"),
+                    ).order_by(*_ORDER)
+                    found.extend(_record(row) for row in await connection.execute(statement))
+        except _DRIVER_ERRORS as exc:
+            raise classify(exc) from exc
+        return found
+
+    async def keys(self, topic: str) -> set[bytes]:
+        """The key of every record stored from ``topic``, in every epoch.
+
+        Raises:
+            StoreUnavailableError: the database cannot be reached (retry).
+        """
+        statement = sa.select(_R.record_key).where(_R.topic == topic, _R.record_key.is_not(None))
+        try:
+            async with self._reader.connect() as connection:
+                return {bytes(key) for key in (await connection.execute(statement)).scalars()}
+        except _DRIVER_ERRORS as exc:
+            raise classify(exc) from exc
 
     async def count(self) -> int:
         """How many records the store holds."""

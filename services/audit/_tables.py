@@ -17,6 +17,9 @@ VERSION_TABLE = "audit_alembic_version"
 _Bytes = sa.LargeBinary()
 _Time = sa.DateTime(timezone=True)
 
+UNTRUSTED = "signature_status <> 'valid' OR decode_error IS NOT NULL"
+"""Rows that cannot be trusted (the quarantine's candidates); a partial index keeps them."""
+
 records = sa.Table(
     "audit_record",
     metadata,
@@ -46,6 +49,15 @@ records = sa.Table(
     sa.Index("ix_audit_record_originator_time", "originator", "kafka_timestamp"),
     sa.Index("ix_audit_record_type_time", "report_type", "kafka_timestamp"),
     sa.Index("ix_audit_record_time", "kafka_timestamp"),
+    sa.Index(
+        "ix_audit_record_untrusted",
+        "topic",
+        "kafka_partition",
+        "epoch",
+        "kafka_offset",
+        sqlite_where=sa.text(UNTRUSTED),
+        postgresql_where=sa.text(UNTRUSTED),
+    ),
 )
 
 events = sa.Table(

@@ -27,8 +27,9 @@ from services.audit._broker_view import BrokerPartition
 from services.audit._chain import GENESIS, link
 from services.audit._events import EventKind, LogEvent
 from services.audit._opening import RecordOpener
-from services.audit._record import AuditRecord
+from services.audit._record import AuditRecord, Opening
 from services.audit._store import AuditStore, Partition
+from services.bus import SignatureStatus
 
 SCAN_CHUNK = 5000
 
@@ -190,15 +191,31 @@ class _PartitionCheck:
             summary.first_offset = row.kafka_offset
         summary.last_offset = row.kafka_offset
 
-    def signature(self, row: AuditRecord, found: str) -> None:
-        if found != row.signature_status:
-            self._find(
-                FindingKind.SIGNATURE,
-                row,
-                row.kafka_offset,
-                row.kafka_offset,
-                f"stored as {row.signature_status!r}, verifies now as {found!r}",
-            )
+    def signature(self, row: AuditRecord, now: Opening) -> None:
+        found = now.signature_status
+        if found == row.signature_status or _released_since(row, now):
+            return
+        self._find(
+            FindingKind.SIGNATURE,
+            row,
+            row.kafka_offset,
+            row.kafka_offset,
+            f"stored as {row.signature_status!r}, verifies now as {found!r}",
+        )
+
+
+def _released_since(row: AuditRecord, now: Opening) -> bool:
+    """A record stored raw for want of its schema, which decodes and verifies valid now.
+
+    Its schema was released after it was stored: that is the one way a stored
+    status may rightly change (from ``unverified_origin`` to ``valid``).
+    """
+    return (
+        row.unknown_schema
+        and row.signature_status == SignatureStatus.UNVERIFIED_ORIGIN
+        and now.decoded is not None
+        and now.signature_status == SignatureStatus.VALID
+    )
 
 
 class Verifier:
@@ -270,18 +287,17 @@ class Verifier:
             rows = await self.store.scan(topic, number, after, SCAN_CHUNK)
             if not rows:
                 break
-            statuses: list[str] | None = None
+            openings: list[Opening] | None = None
             if self.signatures is not None:
                 openings = await self.signatures.openings(
                     [(r.value, r.header_pairs()) for r in rows]
                 )
-                statuses = [o.signature_status for o in openings]
             for index, row in enumerate(rows):
                 check.row(row)
-                if statuses is not None:
-                    check.signature(row, statuses[index])
+                if openings is not None:
+                    check.signature(row, openings[index])
             report.rows += len(rows)
-            if statuses is not None:
+            if openings is not None:
                 report.signatures_checked += len(rows)
             if self.on_progress is not None:
                 self.on_progress(len(rows))

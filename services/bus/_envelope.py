@@ -24,6 +24,15 @@ H_SIGNATURE = "oix-signature"
 H_KEY_ID = "oix-key-id"
 H_TRACEPARENT = "traceparent"
 
+H_QUARANTINE_TOPIC = "oix-quarantine-topic"
+H_QUARANTINE_PARTITION = "oix-quarantine-partition"
+H_QUARANTINE_OFFSET = "oix-quarantine-offset"
+H_QUARANTINE_EPOCH = "oix-quarantine-epoch"
+H_QUARANTINE_TIMESTAMP = "oix-quarantine-timestamp"
+H_QUARANTINE_REASON = "oix-quarantine-reason"
+H_QUARANTINE_DETAIL = "oix-quarantine-detail"
+"""Headers the audit consumer appends to the copy of a record it quarantines (UTF-8 text)."""
+
 Headers = Sequence[tuple[str, bytes]]
 
 
@@ -111,7 +120,7 @@ class Opened:
 
     @property
     def trusted(self) -> bool:
-        """Decoded and signed by its originator: safe to act on."""
+        """Decoded and signed by the originator it names: safe to act on."""
         return self.decoded is not None and self.verification.ok
 
     @property
@@ -161,11 +170,37 @@ class Opener:
             # Key validity (rotation) counts by the signed creation time: see Verifier.
             decoded.header["created_at"] if decoded is not None else None,
         )
-        if decoded is not None and verification.status is not SignatureStatus.UNSIGNED:
+        if decoded is None:
+            verification = _claimed_by_another(found, verification)
+        elif verification.status is not SignatureStatus.UNSIGNED:
             mismatch = _contradiction(found, decoded)
             if mismatch:
-                verification = Verification(SignatureStatus.INVALID, mismatch)
+                verification = Verification(SignatureStatus.INVALID, mismatch, verification.party)
         return Opened(verification, decoded, error, found)
+
+
+def _claimed_by_another(headers: dict[str, bytes], verification: Verification) -> Verification:
+    """Undecodable content: a header naming another originator than the signer is a forgery.
+
+    The header is no proof either way, but one that contradicts the key's party
+    shows somebody claiming to be another party.
+    """
+    party = verification.party
+    claimed = headers.get(H_ORIGINATOR)
+    if (
+        verification.status is not SignatureStatus.UNVERIFIED_ORIGIN
+        or claimed is None
+        or party is None
+        or claimed == party.encode()
+    ):
+        return verification
+    shown = claimed.decode(errors="replace")
+    return Verification(
+        SignatureStatus.INVALID,
+        f"signed with {party}'s key but header {H_ORIGINATOR} claims {shown!r}, and the "
+        "signed content cannot be decoded to settle it",
+        party,
+    )
 
 
 def _contradiction(headers: dict[str, bytes], decoded: Decoded) -> str:
@@ -174,7 +209,7 @@ def _contradiction(headers: dict[str, bytes], decoded: Decoded) -> str:
         H_MESSAGE_ID: str(decoded.message_id),
         H_ORIGINATOR: decoded.originator,
         H_TYPE: decoded.report_type,
-        H_SCHEMA: f"{decoded.writer_fingerprint:016x}",
+        H_SCHEMA: decoded.writer_fingerprint.hex(),
     }
     for name, signed in expected.items():
         raw = headers.get(name)

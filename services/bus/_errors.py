@@ -63,6 +63,7 @@ class UnknownSchemaError(DecodeError):
 
     def __init__(self, fingerprint: str) -> None:
         self.fingerprint = fingerprint
+        """The 16 hex digits of the 8 fingerprint bytes, in wire order."""
         super().__init__(
             f"unknown writer schema fingerprint {fingerprint}: not in schemas/released "
             "(was it released with `oix schemas release`?)"

@@ -17,6 +17,7 @@ from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibi
 
 from services.bus._errors import SchemaCompatibilityError
 from services.bus._schemas import (
+    Fingerprint,
     ReportSchema,
     dump_schema,
     load_current,
@@ -108,7 +109,7 @@ def _check(
 
 def check_compatibility(
     current: dict[str, ReportSchema],
-    released: dict[int, ReportSchema],
+    released: dict[Fingerprint, ReportSchema],
 ) -> list[Incompatibility]:
     """Every way the current schemas break a released version; empty when the change is safe."""
     problems: list[Incompatibility] = []

@@ -19,13 +19,20 @@ from services.bus._vocabulary import (
     CancellationReason,
     Count,
     CountryCode,
+    DetectionMeans,
+    ForceUsed,
     IncidentCategory,
+    IncidentStatus,
+    LinkRelation,
     LongText,
     MeansOfCrossing,
     Nationality,
+    PersonCategory,
     PositiveCount,
+    ResponseDecision,
     RiskCategory,
     SectionCode,
+    SeriousIncidentCategory,
     ShortText,
     Speciality,
     Urgency,
@@ -82,6 +89,7 @@ class IncidentReport(Report):
     type: Literal["IncidentReport"] = "IncidentReport"
     category: IncidentCategory
     detected_at: Timestamp
+    detected_by: DetectionMeans | None = None
     occurred_at: Timestamp | None = None
     location: Location
     persons: PersonCount
@@ -175,6 +183,54 @@ class AssistanceRequest(Report):
         return self
 
 
+class AssistanceResponse(Report):
+    """The answer to a request for assistance; its header links RESPONDS_TO the request."""
+
+    report_type: ClassVar[str] = "AssistanceResponse"
+    type: Literal["AssistanceResponse"] = "AssistanceResponse"
+    decision: ResponseDecision
+    officers_offered: Count = 0
+    specialities: list[SpecialityCount] = Field(default_factory=list, max_length=8)
+    equipment: list[EquipmentItem] = Field(default_factory=list, max_length=50)
+    available_from: Timestamp | None = None
+    available_until: Timestamp | None = None
+    conditions: LongText | None = None
+    note: LongText | None = None
+
+    @model_validator(mode="after")
+    def _answers_and_offers(self) -> Self:
+        if not self.header.links_with(LinkRelation.RESPONDS_TO):
+            raise ValueError(
+                "header.links: an assistance response links to the request it answers "
+                "(relation RESPONDS_TO)",
+            )
+        offers = bool(self.officers_offered or self.specialities or self.equipment)
+        if self.decision is ResponseDecision.DECLINE:
+            if offers:
+                raise ValueError(
+                    "decision: DECLINE offers nothing; use PARTIAL for a smaller offer"
+                )
+        elif not offers:
+            raise ValueError(
+                f"decision: {self.decision} offers nothing: give officers or equipment"
+            )
+        elif self.available_from is None:
+            raise ValueError(f"available_from: required with decision {self.decision}")
+        counted = sum(s.count or 0 for s in self.specialities)
+        if counted > self.officers_offered:
+            raise ValueError(
+                f"specialities: {counted} officers by speciality, more than officers_offered "
+                f"({self.officers_offered})",
+            )
+        if (
+            self.available_from is not None
+            and self.available_until is not None
+            and self.available_until <= self.available_from
+        ):
+            raise ValueError("available_until must be after available_from")
+        return self
+
+
 class DeploymentNotice(Report):
     """Officers sent to a partner, possibly relieving an earlier group."""
 
@@ -224,6 +280,60 @@ class EarlyWarning(Report):
         return self
 
 
+class PersonsInCategory(OixModel):
+    """Persons of one category involved in a serious incident."""
+
+    category: PersonCategory
+    count: PositiveCount
+
+
+class Harm(OixModel):
+    """Injuries, deaths and missing persons, officers counted apart."""
+
+    persons_injured: Count = 0
+    persons_dead: Count = 0
+    persons_missing: Count = 0
+    officers_injured: Count = 0
+    officers_dead: Count = 0
+
+
+class SeriousIncidentReport(Report):
+    """A serious incident; impact and confidence go in the header and are required."""
+
+    report_type: ClassVar[str] = "SeriousIncidentReport"
+    type: Literal["SeriousIncidentReport"] = "SeriousIncidentReport"
+    category: SeriousIncidentCategory
+    occurred_at: Timestamp
+    location: Location
+    persons: list[PersonsInCategory] = Field(default_factory=list, max_length=7)
+    harm: Harm
+    use_of_force: list[ForceUsed] = Field(default_factory=list, max_length=8)
+    status: IncidentStatus
+    handler: ShortText
+    summary: LongText = ""
+    follow_up: LongText | None = None
+
+    @model_validator(mode="after")
+    def _assessed(self) -> Self:
+        if self.header.impact is None:
+            raise ValueError("header.impact: a serious incident report must state its impact level")
+        if self.header.confidence is None:
+            raise ValueError(
+                "header.confidence: a serious incident report must state its confidence"
+            )
+        if len({p.category for p in self.persons}) != len(self.persons):
+            raise ValueError("persons: a category is listed twice")
+        if len(set(self.use_of_force)) != len(self.use_of_force):
+            raise ValueError("use_of_force: a means of force is listed twice")
+        if self.category is SeriousIncidentCategory.USE_OF_FORCE and not self.use_of_force:
+            raise ValueError("use_of_force: category USE_OF_FORCE names the force used")
+        if self.category is SeriousIncidentCategory.DEATH and not (
+            self.harm.persons_dead or self.harm.officers_dead
+        ):
+            raise ValueError("harm: category DEATH counts the dead")
+        return self
+
+
 class RequestForInformation(Report):
     """A question to one party; answered by any report linking RESPONDS_TO."""
 
@@ -270,8 +380,10 @@ REPORT_MODELS: dict[str, type[Report]] = {
     model.report_type: model
     for model in (
         IncidentReport,
+        SeriousIncidentReport,
         SituationReport,
         AssistanceRequest,
+        AssistanceResponse,
         DeploymentNotice,
         EarlyWarning,
         RequestForInformation,
@@ -283,8 +395,10 @@ REPORT_MODELS: dict[str, type[Report]] = {
 
 AnyReport = Annotated[
     IncidentReport
+    | SeriousIncidentReport
     | SituationReport
     | AssistanceRequest
+    | AssistanceResponse
     | DeploymentNotice
     | EarlyWarning
     | RequestForInformation

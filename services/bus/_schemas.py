@@ -28,6 +28,14 @@ _PRIMITIVES = frozenset(
 _NAMED_KINDS = frozenset({"record", "enum", "fixed"})
 
 JsonSchema = Any
+Fingerprint = bytes
+"""A CRC-64-AVRO schema fingerprint: the 8 bytes exactly as they stand on the wire.
+
+One representation everywhere; shown as ``bytes.hex()`` (16 hex digits). Never
+an integer: reading the bytes as a number and packing it again is how a
+fingerprint gets written byte-reversed.
+"""
+FINGERPRINT_SIZE = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,19 +47,26 @@ class ReportSchema:
     schema: JsonSchema
     """The self-contained schema with docs and defaults, as released."""
     canonical_form: str
-    fingerprint: int
+    fingerprint: Fingerprint
+    """The 8 bytes a single-object value carries after ``C3 01``, in wire order."""
     parsed: Any = field(repr=False, compare=False)
 
     @property
     def fingerprint_hex(self) -> str:
-        """The fingerprint as 16 hex digits, big-endian, as the Avro tools print it."""
-        return f"{self.fingerprint:016x}"
+        """The 8 fingerprint bytes as 16 hex digits, in wire order.
+
+        This is what the Avro reference implementations print, the released
+        file's name and the ``oix-schema`` header.
+        """
+        return self.fingerprint.hex()
 
 
 def build(schema: JsonSchema) -> ReportSchema:
     """Fingerprint and parse one self-contained schema."""
     canonical = to_parsing_canonical_form(schema)
-    fingerprint = int(_fastavro_fingerprint(canonical, "CRC-64-AVRO"), 16)
+    # fastavro's hex string spells the 8 little-endian wire bytes in order (as the
+    # Avro reference implementations do): read it as bytes, never as a number.
+    fingerprint = bytes.fromhex(_fastavro_fingerprint(canonical, "CRC-64-AVRO"))
     name = str(schema["name"]).rsplit(".", 1)[-1]
     try:
         parsed = fastavro.parse_schema(schema, named_schemas={})
@@ -154,9 +169,9 @@ def released_path(released_dir: Path, schema: ReportSchema) -> Path:
     return released_dir / schema.name / f"{schema.fingerprint_hex}.avsc"
 
 
-def load_released(released_dir: Path) -> dict[int, ReportSchema]:
-    """Load every released schema version, checking that none was altered."""
-    released: dict[int, ReportSchema] = {}
+def load_released(released_dir: Path) -> dict[Fingerprint, ReportSchema]:
+    """Load every released schema version by fingerprint, checking that none was altered."""
+    released: dict[Fingerprint, ReportSchema] = {}
     for path in sorted(released_dir.glob("*/*.avsc")):
         schema = build(_read_json(path))
         if path.stem != schema.fingerprint_hex or path.parent.name != schema.name:

@@ -35,9 +35,14 @@ class SignatureStatus(StrEnum):
     """What verifying a record against the agreement's keys found."""
 
     VALID = "valid"
+    """Signed by the key of the originator its decoded content names: the only trusted status."""
     INVALID = "invalid"
+    """A bad signature, or one by another party than the originator (content or header)."""
     UNSIGNED = "unsigned"
     UNKNOWN_KEY = "unknown_key"
+    UNVERIFIED_ORIGIN = "unverified_origin"
+    """The signature checks out against a party's key, but the signed content cannot be
+    decoded, so the originator it names is unproven (e.g. a schema not released yet)."""
 
 
 @dataclass(slots=True)  # not frozen: it costs 0.5 µs per record on the hot path
@@ -46,6 +51,8 @@ class Verification:
 
     status: SignatureStatus
     reason: str = ""
+    party: str | None = None
+    """The party whose key made a signature that checks out, when one did."""
 
     @property
     def ok(self) -> bool:
@@ -138,6 +145,8 @@ class Verifier:
         by another party's key is invalid here, since nobody may sign for another.
         ``signed_at`` is the signed ``created_at``: a key with a validity window
         (rotation) is accepted only for records created inside it.
+        ``None`` means the content could not be read: then a signature that checks
+        out is :attr:`SignatureStatus.UNVERIFIED_ORIGIN`, never valid.
         """
         if not signature and not key_id:
             return Verification(SignatureStatus.UNSIGNED, "no signature header")
@@ -162,11 +171,19 @@ class Verifier:
             verify_key.verify(value, signature)
         except nacl.exceptions.BadSignatureError:
             return Verification(SignatureStatus.INVALID, "signature does not match the value")
-        if originator is not None and party != originator:
+        if originator is None:
+            return Verification(
+                SignatureStatus.UNVERIFIED_ORIGIN,
+                f"signed with {party}'s key {key_id!r}, but the signed content cannot be "
+                "decoded, so the originator it names is unproven",
+                party,
+            )
+        if party != originator:
             return Verification(
                 SignatureStatus.INVALID,
                 f"signed with {party}'s key {key_id!r} but the content claims originator "
                 f"{originator}",
+                party,
             )
         window = self._windows.get(key_id)
         if window is not None and signed_at is not None:
@@ -176,7 +193,7 @@ class Verifier:
                     SignatureStatus.INVALID,
                     f"key {key_id!r} {outside}; the record was created at {signed_at.isoformat()}",
                 )
-        return Verification(SignatureStatus.VALID)
+        return Verification(SignatureStatus.VALID, "", party)
 
 
 def _outside(window: tuple[datetime | None, datetime | None], moment: datetime) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import ValidationError
 
 from services.bus._errors import FieldIssue, ReportValidationError
 from services.bus._reports import ANY_REPORT, REPORT_MODELS, Report
+
+_FIELD_PATH = re.compile(r"[a-z][a-z0-9_]*(?:\.[a-z][a-z0-9_]*|\[\d+\])*")
 
 
 def field_path(loc: tuple[int | str, ...]) -> str:
@@ -40,10 +43,11 @@ def issue_from_message(message: str, within: str = "") -> FieldIssue:
     """A check's message as a field issue, ``within`` the field that was checked.
 
     Checks across fields (model validators, routing) name the field they fault
-    at the start of their message: ``"header.impact: required for ..."``.
+    at the start of their message, as a lower-case dotted path:
+    ``"header.impact: required for ..."``, ``"harm: ..."``.
     """
     head, sep, rest = message.partition(": ")
-    if sep and " " not in head and "." in head:
+    if sep and _FIELD_PATH.fullmatch(head):
         return FieldIssue(f"{within}.{head}" if within else head, rest)
     return FieldIssue(within or "(report)", message)
 

@@ -177,6 +177,74 @@ class CancellationReason(StrEnum):
     OTHER = "OTHER"
 
 
+class DetectionMeans(StrEnum):
+    """How an incident was detected."""
+
+    PATROL = "PATROL"
+    THERMAL_CAMERA = "THERMAL_CAMERA"
+    CAMERA = "CAMERA"
+    SENSOR = "SENSOR"
+    DRONE = "DRONE"
+    AIRCRAFT = "AIRCRAFT"
+    VESSEL = "VESSEL"
+    PUBLIC_REPORT = "PUBLIC_REPORT"
+    PARTNER_AGENCY = "PARTNER_AGENCY"
+    OTHER = "OTHER"
+
+
+class ResponseDecision(StrEnum):
+    """What an answer to a request for assistance decides."""
+
+    ACCEPT = "ACCEPT"
+    PARTIAL = "PARTIAL"
+    DECLINE = "DECLINE"
+
+
+class SeriousIncidentCategory(StrEnum):
+    """The kind of serious incident (Frontex serious incident reporting)."""
+
+    DEATH = "DEATH"
+    SERIOUS_INJURY = "SERIOUS_INJURY"
+    USE_OF_FORCE = "USE_OF_FORCE"
+    ALLEGED_RIGHTS_VIOLATION = "ALLEGED_RIGHTS_VIOLATION"
+    SEARCH_AND_RESCUE = "SEARCH_AND_RESCUE"
+    VIOLENCE_AGAINST_OFFICERS = "VIOLENCE_AGAINST_OFFICERS"
+    HYBRID_ATTACK = "HYBRID_ATTACK"
+    OTHER = "OTHER"
+
+
+class ForceUsed(StrEnum):
+    """A means of force officers used."""
+
+    PHYSICAL = "PHYSICAL"
+    RESTRAINT = "RESTRAINT"
+    BATON = "BATON"
+    IRRITANT_SPRAY = "IRRITANT_SPRAY"
+    SERVICE_DOG = "SERVICE_DOG"
+    WARNING_SHOT = "WARNING_SHOT"
+    FIREARM = "FIREARM"
+    OTHER = "OTHER"
+
+
+class PersonCategory(StrEnum):
+    """The role of persons involved in a serious incident."""
+
+    MIGRANT = "MIGRANT"
+    ASYLUM_SEEKER = "ASYLUM_SEEKER"
+    UNACCOMPANIED_MINOR = "UNACCOMPANIED_MINOR"
+    SUSPECTED_SMUGGLER = "SUSPECTED_SMUGGLER"
+    OFFICER = "OFFICER"
+    BYSTANDER = "BYSTANDER"
+    OTHER = "OTHER"
+
+
+class IncidentStatus(StrEnum):
+    """Whether the handling of an incident goes on."""
+
+    ONGOING = "ONGOING"
+    CLOSED = "CLOSED"
+
+
 AGENCY_CODE_PATTERN = r"^[A-Z]{2}-[A-Z0-9]{2,12}$"
 UNKNOWN_NATIONALITY = "XX"
 _COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)

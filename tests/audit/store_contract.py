@@ -207,6 +207,24 @@ class StoreContract:
         ]
         assert await offsets(topic="oix.PL-SG.incidents", partition=2) == [("PL-SG", 0)]
         assert len(await offsets(limit=2)) == 2
+        lt = "oix.LT-VSAT.incidents"
+        assert await offsets(originator="LT-VSAT", topic=lt) == [("LT-VSAT", 0), ("LT-VSAT", 1)]
+        assert await offsets(originator="LT-VSAT", topic=lt, unproven=True) == [
+            ("LT-VSAT", 0),
+            ("LT-VSAT", 1),
+            ("LT-VSAT", 3),
+        ]
+
+    async def test_untrusted_records_and_keys_for_the_quarantine(self, store: AuditStore) -> None:
+        lt, pl = "oix.LT-VSAT.incidents", "oix.PL-SG.incidents"
+        await append_chained(store, [record(0), record(1, status="invalid"), record(2)])
+        await append_chained(store, [record(0, topic=pl, status="unknown_key")])
+        await append_chained(store, [record(5, topic=lt, partition=3, status="unsigned")])
+        found = await store.untrusted([(lt, 0), (pl, 0)])
+        assert [(r.topic, r.kafka_offset) for r in found] == [(lt, 1), (pl, 0)]
+        assert await store.untrusted([(lt, 1)]) == []
+        assert await store.keys(lt) == {b"key-0", b"key-1", b"key-2", b"key-5"}
+        assert await store.keys("oix.quarantine") == set()
 
     async def test_verification_finds_an_altered_and_a_deleted_row(
         self, store: AuditStore, store_url: str

@@ -124,7 +124,7 @@ async def test_poison_and_forged_records_are_stored_flagged_and_the_partition_fl
     expected = {
         "garbage": ("unsigned", False),
         "truncated": ("invalid", False),
-        "unknown schema": ("valid", False),
+        "unknown schema": ("unverified_origin", False),
         "unsigned": ("unsigned", True),
         "forged": ("invalid", True),
         "tampered": ("invalid", True),

@@ -7,7 +7,6 @@ import datetime as dt
 import enum
 import io
 import json
-import struct
 import uuid
 from pathlib import Path
 from typing import Any
@@ -54,7 +53,8 @@ def test_single_object_prefix_is_magic_and_little_endian_fingerprint(example: An
     value = CODEC.encode(example.report)
     fingerprint = CODEC.fingerprint_of(example.report.report_type)
     assert value[:2] == b"\xc3\x01"
-    assert value[2:10] == struct.pack("<Q", fingerprint)
+    assert value[2:10] == fingerprint
+    assert fingerprint.hex() == CODEC.registry.current[example.report.report_type].fingerprint_hex
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda e: e.name)
@@ -79,8 +79,8 @@ def test_decode_gives_back_the_report(example: Any) -> None:
 
 
 def test_unknown_fingerprint_is_a_typed_error() -> None:
-    value = b"\xc3\x01" + struct.pack("<Q", 0x1234) + VALUES[0][10:]
-    with pytest.raises(UnknownSchemaError, match="0000000000001234"):
+    value = b"\xc3\x01" + bytes.fromhex("0123456789abcdef") + VALUES[0][10:]
+    with pytest.raises(UnknownSchemaError, match="fingerprint 0123456789abcdef: not in"):
         CODEC.decode(value)
 
 
