@@ -20,8 +20,8 @@ from audit_support import (
     producer_for,
     running_consumer,
     sealed_incidents,
-    wait_until,
 )
+from polling import eventually
 
 from services.audit import (
     AuditMetrics,
@@ -118,7 +118,7 @@ async def test_each_untrusted_record_is_copied_once_with_where_from_and_why(
         async def copies_stored() -> bool:
             return await _quarantine_rows(store, exchange) >= len(poison)
 
-        await wait_until(copies_stored, "the quarantine copies to be stored")
+        await eventually(copies_stored, "the quarantine copies to be stored")
         await run.finish()  # a copy of a copy would be sent before the stop returns
         originals = await store.scan(topic, 1, None, 100)
         stored_copies = await store.query(RecordQuery(topic=exchange.naming.quarantine))
@@ -203,7 +203,7 @@ async def test_catching_up_reads_the_copies_the_store_does_not_hold_yet(
         async def settled() -> bool:
             return quarantine.caught_up and quarantine.pending == 0
 
-        await wait_until(settled, "the quarantine to catch up and copy")
+        await eventually(settled, "the quarantine to catch up and copy")
     finally:
         await quarantine.stop(10)
         await store.close()
@@ -225,7 +225,7 @@ async def test_after_a_crash_what_was_not_copied_is_and_nothing_is_copied_twice(
                 stored = await _quarantine_rows(run.consumer.store, exchange)
                 return stored >= len(keys) and quarantine.pending == 0 and quarantine.caught_up
 
-            await wait_until(settled, "the quarantine to catch up and copy")
+            await eventually(settled, "the quarantine to catch up and copy")
         stored.append(run.consumer.stored)
         copies = await _read_all(settings, exchange.naming.quarantine)
         assert sorted(c.key for c in copies) == sorted(keys)
@@ -334,7 +334,7 @@ async def test_kill_9_while_untrusted_records_flow_copies_each_exactly_once(
             copies = await store.query(RecordQuery(topic=exchange.naming.quarantine, limit=5000))
             return len({c.record_key for c in copies}) >= len(untrusted)
 
-        await wait_until(all_copied, f"every untrusted record copied {replay}", timeout=120)
+        await eventually(all_copied, f"every untrusted record copied {replay}", timeout=120)
         assert await audit.terminate() == 0
         originals = await store.query(RecordQuery(topic=topic, limit=5000))
     finally:

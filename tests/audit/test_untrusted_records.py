@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from audit_support import incident, producer_for, running_consumer, wait_until
+from audit_support import incident, producer_for, running_consumer
+from polling import eventually
 
 from services.audit import AuditSettings, RecordQuery
 from services.bus import H_KEY_ID, H_SIGNATURE, Exchange, Settings
@@ -35,7 +36,7 @@ async def test_a_claim_signed_by_another_party_is_neither_valid_nor_listed_as_pr
         async def both_stored() -> bool:
             return len(await store.query(RecordQuery(topic=topic))) == 2
 
-        await wait_until(both_stored, "both records stored")
+        await eventually(both_stored, "both records stored")
         stored = await store.query(RecordQuery(topic=topic))
         proven = await store.query(RecordQuery(originator="LT-VSAT"))
         proven_valid = await store.query(
