@@ -7,6 +7,13 @@ from services.bus._agreement import Agreement, Defaults, Party, load_agreement, 
 from services.bus._broker import EmbeddedBroker, find_tansu, free_port, wait_for_metadata
 from services.bus._codec import Codec, Decoded, SchemaRegistry, default_schemas_dir
 from services.bus._compat import Incompatibility, check_compatibility
+from services.bus._continuity import (
+    Continuity,
+    LogEvent,
+    LogEventKind,
+    PartitionHistory,
+    Position,
+)
 from services.bus._envelope import (
     H_KEY_ID,
     H_MESSAGE_ID,
@@ -113,6 +120,7 @@ __all__ = [
     "Codec",
     "ConfidenceLevel",
     "ConfigError",
+    "Continuity",
     "CorruptMessageError",
     "DecodeError",
     "Decoded",
@@ -131,6 +139,8 @@ __all__ = [
     "Incompatibility",
     "LinkRelation",
     "Location",
+    "LogEvent",
+    "LogEventKind",
     "MeansOfCrossing",
     "MessageHeader",
     "MessageLink",
@@ -138,7 +148,9 @@ __all__ = [
     "OixError",
     "Opened",
     "Opener",
+    "PartitionHistory",
     "Party",
+    "Position",
     "Priority",
     "Report",
     "ReportValidationError",
