@@ -11,11 +11,11 @@ import base64
 import struct
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import orjson
 
-from services.bus import H_MESSAGE_ID, H_ORIGINATOR, H_TYPE, Opener
+from services.bus import H_MESSAGE_ID, H_ORIGINATOR, H_TYPE, KafkaRecord, Opener
 
 EPOCH_START = datetime(1970, 1, 1, tzinfo=UTC)
 NOT_STORED = EPOCH_START
@@ -26,27 +26,6 @@ _FINGERPRINT = struct.Struct("<Q")
 _PREFIX_SIZE = len(_SINGLE_OBJECT_MAGIC) + _FINGERPRINT.size
 
 Headers = tuple[tuple[str, bytes], ...]
-
-
-class KafkaRecord(Protocol):
-    """What a consumed Kafka record offers (aiokafka's ``ConsumerRecord``)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def timestamp(self) -> int: ...
-    @property
-    def timestamp_type(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Headers: ...
 
 
 class AuditRecord(NamedTuple):

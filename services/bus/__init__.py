@@ -4,15 +4,19 @@ Everything public is importable from here; the modules behind it are private.
 """
 
 from services.bus._agreement import Agreement, Defaults, Party, load_agreement, parse_agreement
+from services.bus._batch import Batch, BatchLimits
 from services.bus._broker import EmbeddedBroker, find_tansu, free_port, wait_for_metadata
 from services.bus._codec import Codec, Decoded, SchemaRegistry, default_schemas_dir
 from services.bus._compat import Incompatibility, check_compatibility
 from services.bus._continuity import (
+    Admitted,
     Continuity,
+    KafkaRecord,
     LogEvent,
     LogEventKind,
     PartitionHistory,
     Position,
+    Slice,
 )
 from services.bus._envelope import (
     H_KEY_ID,
@@ -37,6 +41,7 @@ from services.bus._errors import (
     DecodeError,
     FieldIssue,
     OixError,
+    PositionConflictError,
     ReportValidationError,
     RoutingError,
     SchemaCompatibilityError,
@@ -46,9 +51,11 @@ from services.bus._errors import (
 )
 from services.bus._examples import Example, freshen, load_examples
 from services.bus._exchange import Exchange, key_file
+from services.bus._follower import Follower, PartitionStatus, Positions, record_digest
 from services.bus._header import GeoPoint, Location, MessageHeader, MessageLink, now
 from services.bus._kafka import client_options, consumer, producer_options, start_producer
 from services.bus._logging import bind_message, configure_logging, get_logger, unbind_message
+from services.bus._opening import OpenerPool
 from services.bus._reports import (
     ANY_REPORT,
     REPORT_MODELS,
@@ -110,9 +117,12 @@ __all__ = [
     "Acknowledgement",
     "AclBinding",
     "ActionTaken",
+    "Admitted",
     "Agreement",
     "AgreementError",
     "AssistanceRequest",
+    "Batch",
+    "BatchLimits",
     "BrokerError",
     "Cancellation",
     "CancellationReason",
@@ -131,12 +141,14 @@ __all__ = [
     "Example",
     "Exchange",
     "FieldIssue",
+    "Follower",
     "GeoPoint",
     "HandlingCode",
     "ImpactLevel",
     "IncidentCategory",
     "IncidentReport",
     "Incompatibility",
+    "KafkaRecord",
     "LinkRelation",
     "Location",
     "LogEvent",
@@ -148,9 +160,13 @@ __all__ = [
     "OixError",
     "Opened",
     "Opener",
+    "OpenerPool",
     "PartitionHistory",
+    "PartitionStatus",
     "Party",
     "Position",
+    "PositionConflictError",
+    "Positions",
     "Priority",
     "Report",
     "ReportValidationError",
@@ -168,6 +184,7 @@ __all__ = [
     "Signer",
     "SigningError",
     "SituationReport",
+    "Slice",
     "Speciality",
     "TlpMarking",
     "TopicInfo",
@@ -200,6 +217,7 @@ __all__ = [
     "parse_agreement",
     "parse_report",
     "producer_options",
+    "record_digest",
     "render_acls",
     "settings_error",
     "start_producer",

@@ -44,9 +44,12 @@ for ``confirm_reset_ms`` of fetch responses.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
+
+from aiokafka import TopicPartition
 
 from services.bus._logging import get_logger
 
@@ -276,6 +279,10 @@ class Continuity:
         if self.mode is Mode.RESUMED:
             return Position(self.epoch, self._resume)
         return Position(self.epoch)
+
+    def reseek(self) -> None:
+        """The fetch position was lost (a new assignment): seek to where the next slice begins."""
+        self._reanchor()
 
     def take_events(self) -> list[LogEvent]:
         """The events noticed since the last call."""
@@ -563,6 +570,50 @@ class Continuity:
         self._admitted.clear()
         self._suspect = None
         self._start_fresh()
+
+
+class KafkaRecord(Protocol):
+    """What a fetched Kafka record offers (aiokafka's ``ConsumerRecord``)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def timestamp(self) -> int: ...
+    @property
+    def timestamp_type(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+
+
+Admitted = tuple[KafkaRecord, int]
+"""A record the follower admitted, with the epoch it was admitted in."""
+
+
+@dataclass(frozen=True, slots=True)
+class Slice:
+    """What one fetch brought for one partition: the records admitted, and what was noticed.
+
+    ``records`` continue what the caller stored (or the previous slice), in
+    offset order, none twice in ``epoch``. ``position`` is the partition's
+    position after them: store it in the same transaction as what you make
+    of the records (and of ``events``). A slice of a partition that was
+    revoked or repositioned since is stale: check :meth:`Follower.follows`.
+    """
+
+    partition: TopicPartition
+    epoch: int
+    records: list[KafkaRecord]
+    events: list[LogEvent]
+    position: Position
+    token: object
 
 
 def _at(now_ms: int) -> datetime:
