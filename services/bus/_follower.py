@@ -368,6 +368,10 @@ class Follower:
             raise self._failure
         async with self._lock:
             kafka = self.kafka
+            if self._subscription is None and not self._explicit:
+                # Nothing assigned yet: a fetch would wait for an assignment, not a timeout.
+                await asyncio.sleep(timeout_ms / 1000)
+                return []
             await self._apply_seeks()
             try:
                 fetched = await kafka.getmany(timeout_ms=timeout_ms)
