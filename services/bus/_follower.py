@@ -270,8 +270,13 @@ class Follower:
                 kafka.subscribe(pattern=pattern, listener=_Listener(self))
             else:
                 kafka.subscribe(topics=list(topics), listener=_Listener(self))
-        await kafka.start()
+        # Set before start(): a group can assign partitions (and call the listener) at once.
         self._kafka = kafka
+        try:
+            await kafka.start()
+        except BaseException:
+            self._kafka = None
+            raise
         if self._wanted is not None:
             async with self._lock:
                 await self._assign(self._wanted)
