@@ -44,6 +44,7 @@ for ``confirm_reset_ms`` of fetch responses.
 from __future__ import annotations
 
 import enum
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -57,6 +58,9 @@ log = get_logger(__name__)
 
 Digest = Callable[[], bytes]
 """The digest of one record, computed only when it is needed."""
+
+RECENT = 512
+"""Records admitted last whose digests stay at hand, to describe an offset served again."""
 
 
 class LogEventKind(enum.StrEnum):
@@ -171,6 +175,10 @@ class Mode(enum.Enum):
     """At the anchor: the next slice must begin with the anchor record."""
     AHEAD = "ahead"
     """One past the anchor (the last slice only proved it): the next slice is read again."""
+    PROBING = "probing"
+    """Another record came first at the anchor's offset: reading again from an earlier offset,
+    looking for the anchor among the records at its offset (a repeated offset), before calling
+    the log replaced."""
 
 
 @dataclass(slots=True)
@@ -251,8 +259,13 @@ class Continuity:
         self._resume = 0
         self._next: int | None = None
         self._last: tuple[int, Digest] | None = None
-        self._admitted: dict[int, Digest] = {}
+        self._recent: OrderedDict[int, Digest] = OrderedDict()
         self._suspect: tuple[int, int] | None = None
+        self._slice_from: int | None = None
+        self._anchor_from: int | None = None
+        self._others_at_anchor: list[bytes] = []
+        self._served_anchor = False
+        self._past_highwater: int | None = None
         self._seeked_at_ms: int | None = None
         self._clock_ms = history.created_ms
         self._low_since_ms: int | None = None
@@ -289,14 +302,19 @@ class Continuity:
         events, self._events = self._events, []
         return events
 
-    def seeked(self, now_ms: int) -> None:
-        """The follower applied :attr:`pending_seek` at ``now_ms`` (wall clock, ms)."""
+    def seeked(self, now_ms: int, offset: int | None = None) -> None:
+        """The follower applied :attr:`pending_seek` at ``now_ms`` (wall clock, ms).
+
+        ``offset`` is where it went (the log start when the seek asked for it).
+        """
+        if offset is None and self.pending_seek is not None:
+            offset = self.pending_seek.offset
+        self._slice_from = offset
         self.pending_seek = None
         self._seeked_at_ms = now_ms
         self._low_since_ms = None
         self._next = None
         self._last = None
-        self._admitted.clear()
 
     def admit(self, offset: int, digest: Digest, now_ms: int) -> bool:
         """Whether to keep the record at ``offset``; ``digest`` computes its digest on demand.
@@ -310,6 +328,8 @@ class Continuity:
             # Nothing proves these follow the anchor: read them again with it.
             self._reanchor()
             return False
+        if self.mode is Mode.PROBING:
+            return self._probe(offset, digest, now_ms)
         expected = self._next
         if expected is None:
             if self.mode is Mode.ANCHORED:
@@ -335,13 +355,14 @@ class Continuity:
             if self._last is not None:
                 offset, digest = self._last
                 self._anchor_at(offset, digest())
+                self._anchor_from = self._slice_from
+                self._served_anchor = True
                 self.history.advanced(offset + 1, self._clock_ms)
             elif self.mode is Mode.ANCHORED and self._next is not None:
                 # Only the anchor came: wait one past it rather than fetch it again and again.
                 self.mode = Mode.AHEAD
         self._next = None
         self._last = None
-        self._admitted.clear()
 
     def observe_highwater(
         self, highwater: int | None, fetched_at_ms: int | None, now_ms: int
@@ -353,11 +374,16 @@ class Continuity:
             return
         self.history.highwater = highwater
         self.history.advanced(self.position.next_offset, now_ms)
-        if self.pending_seek is not None or self.mode is Mode.FRESH:
-            return
         # The last offset the log must still hold: the anchor, or the one before the resume point.
         held = self._anchor if self._anchor is not None else self._resume - 1
-        if self.mode is Mode.AHEAD and highwater <= held:
+        if self._served_anchor:
+            self._served_anchor = False
+            self._check_served(highwater, held)
+        if self.pending_seek is not None or self.mode is Mode.FRESH:
+            return
+        if self._past_highwater is not None and highwater >= self._past_highwater:
+            self._low_since_ms = None
+        elif self.mode is Mode.AHEAD and highwater <= held:
             log.warning(
                 "the broker's log ends before a record already read; reading from the anchor",
                 partition=self.where,
@@ -365,18 +391,37 @@ class Continuity:
                 anchor=held,
             )
             self._reanchor()
-        elif self.mode in {Mode.ANCHORED, Mode.RESUMED}:
-            if highwater > held:
-                self._low_since_ms = None
-                return
-            if self._low_since_ms is None:
-                self._low_since_ms = fetched_at_ms
-            if now_ms - self._low_since_ms >= self.confirm_reset_ms:
-                self._reset(
-                    f"the broker's log ends at offset {highwater}, below the stored offset "
-                    f"{held}, for {now_ms - self._low_since_ms} ms",
-                    now_ms,
-                )
+        elif self.mode is not Mode.AHEAD:
+            self._confirm_short_log(highwater, held, fetched_at_ms, now_ms)
+
+    def _check_served(self, highwater: int, held: int) -> None:
+        """The anchor was just served: a high watermark at or below it is the broker's error."""
+        if self._anchor is None or highwater > held or highwater == self._past_highwater:
+            return
+        self._past_highwater = highwater
+        log.warning(
+            "the broker served a record at or past its high watermark; that high watermark "
+            "is not taken for the end of its log",
+            partition=self.where,
+            offset=held,
+            highwater=highwater,
+        )
+
+    def _confirm_short_log(
+        self, highwater: int, held: int, fetched_at_ms: int, now_ms: int
+    ) -> None:
+        """A log ending at or before the anchor for ``confirm_reset_ms`` went backwards."""
+        if highwater > held:
+            self._low_since_ms = None
+            return
+        if self._low_since_ms is None:
+            self._low_since_ms = fetched_at_ms
+        if now_ms - self._low_since_ms >= self.confirm_reset_ms:
+            self._reset(
+                f"the broker's log ends at offset {highwater}, below the stored offset "
+                f"{held}, for {now_ms - self._low_since_ms} ms",
+                now_ms,
+            )
 
     # -- transitions -----------------------------------------------------------------------
 
@@ -387,6 +432,7 @@ class Continuity:
             served = digest()
             if served == self._anchor_digest:
                 self._next = anchor + 1
+                self._served_anchor = True
                 return False
             history = self.history
             if (anchor, served) in history.others or (
@@ -399,8 +445,7 @@ class Continuity:
                 self._note_repeated(anchor, self._anchor_digest, served, now_ms)
                 self._next = anchor + 1
                 return False
-            history.resets.add((anchor, self._anchor_digest, served))
-            self._reset(f"the record at offset {offset} is not the one stored", now_ms)
+            self._start_probe(served, now_ms)
             return False
         if offset < anchor:
             self._earlier(offset, anchor, digest, now_ms)
@@ -415,6 +460,62 @@ class Continuity:
         self._accept(offset, digest)
         return True
 
+    def _start_probe(self, served: bytes, now_ms: int) -> None:
+        """Read again from where the anchor's own slice began, to look for it at its offset.
+
+        A broker that handed out offsets twice holds two records at one offset;
+        read from that offset it serves the later one first, read from before
+        it the earlier one, as the anchor's own slice did.
+        """
+        anchor = self._anchor
+        assert anchor is not None
+        start = self._anchor_from
+        if start is None or start >= anchor:
+            start = anchor - 1
+        if start < 0:
+            self._replaced(served, now_ms)
+            return
+        log.warning(
+            "another record at the anchor's offset: reading again from an earlier offset to "
+            "tell a repeated offset from a replaced log",
+            partition=self.where,
+            anchor=anchor,
+            start=start,
+        )
+        self.mode = Mode.PROBING
+        self._others_at_anchor = [served]
+        self.pending_seek = Seek(start)
+
+    def _probe(self, offset: int, digest: Digest, now_ms: int) -> bool:
+        """One record read while probing: nothing before the anchor is admitted again."""
+        anchor = self._anchor
+        assert anchor is not None
+        if offset < anchor:
+            return False
+        served = digest()
+        if offset == anchor:
+            if served != self._anchor_digest:
+                self._others_at_anchor.append(served)
+                return False
+            # The anchor is there: the same log, with other records at its offset.
+            self.mode = Mode.ANCHORED
+            self._next = anchor + 1
+            self._served_anchor = True
+            for other in dict.fromkeys(self._others_at_anchor):
+                self._note_repeated(anchor, self._anchor_digest, other, now_ms)
+            self._others_at_anchor = []
+            return False
+        self._replaced(self._others_at_anchor[0], now_ms)
+        return False
+
+    def _replaced(self, served: bytes, now_ms: int) -> None:
+        """The anchor record is not where it was: the log was replaced."""
+        anchor = self._anchor
+        assert anchor is not None
+        self._others_at_anchor = []
+        self.history.resets.add((anchor, self._anchor_digest, served))
+        self._reset(f"the record at offset {anchor} is not the one stored", now_ms)
+
     def _earlier(self, offset: int, asked: int, digest: Digest, now_ms: int) -> None:
         """The slice began before the offset asked for: the log went backwards, once."""
         served = digest()
@@ -427,7 +528,10 @@ class Continuity:
     def _accept(self, offset: int, digest: Digest) -> None:
         self._next = offset + 1
         self._last = (offset, digest)
-        self._admitted[offset] = digest
+        recent = self._recent
+        recent[offset] = digest
+        if len(recent) > RECENT:
+            recent.popitem(last=False)
 
     def _jump(self, first: int, offset: int, digest: Digest, now_ms: int, reason: str) -> bool:
         """Offsets ``first`` .. ``offset - 1`` were skipped: read again once, then a gap."""
@@ -446,6 +550,7 @@ class Continuity:
         if self._last is not None:
             last, last_digest = self._last
             self._anchor_at(last, last_digest())
+            self._anchor_from = self._slice_from
         else:
             self._reanchor()
         self._next = None
@@ -453,8 +558,8 @@ class Continuity:
         return False
 
     def _repeated(self, offset: int, digest: Digest, now_ms: int) -> None:
-        """An offset already admitted (or passed) in this slice came again: keep the first."""
-        kept = self._admitted.get(offset)
+        """An offset already admitted (or passed) came again in this slice: keep the first."""
+        kept = self._recent.get(offset)
         if kept is None and offset == self._anchor and self._next is not None:
             kept_digest: bytes | None = self._anchor_digest
         else:
@@ -497,7 +602,9 @@ class Continuity:
         )
 
     def _start_fresh(self) -> None:
+        self._past_highwater = None
         self.mode = Mode.FRESH
+        self._anchor_from = None
         self._anchor = None
         self._anchor_digest = None
         self._resume = 0
@@ -505,12 +612,15 @@ class Continuity:
 
     def _resume_at(self, offset: int) -> None:
         self.mode = Mode.RESUMED
+        self._anchor_from = None
         self._anchor = None
         self._anchor_digest = None
         self._resume = offset
         self.pending_seek = Seek(offset)
 
     def _anchor_at(self, offset: int, digest: bytes) -> None:
+        if offset != self._anchor:
+            self._past_highwater = None
         self.mode = Mode.ANCHORED
         self._anchor = offset
         self._anchor_digest = digest
@@ -567,7 +677,7 @@ class Continuity:
         self.history.epochs_started += 1
         self._next = None
         self._last = None
-        self._admitted.clear()
+        self._recent.clear()
         self._suspect = None
         self._start_fresh()
 

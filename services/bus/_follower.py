@@ -320,9 +320,11 @@ class Follower:
 
     def highwater(self, partition: TopicPartition) -> int | None:
         """The broker's high watermark of ``partition`` from the latest fetch response."""
-        if self._kafka is None:
+        kafka = self._kafka
+        # During a rebalance a partition can leave the assignment before it is revoked here.
+        if kafka is None or partition not in kafka.assignment():
             return None
-        highwater: int | None = self._kafka.highwater(partition)
+        highwater: int | None = kafka.highwater(partition)
         return highwater
 
     def status(self) -> list[PartitionStatus]:
@@ -483,7 +485,7 @@ class Follower:
             if offset is None:
                 continue  # asked for while the start offsets were read; the next round does it
             kafka.seek(tp, offset)
-            state.seeked(now)
+            state.seeked(now, offset)
             self._floors[tp] = (offset, now)
 
     # -- assignment ------------------------------------------------------------------------
@@ -540,8 +542,11 @@ class Follower:
         if partitions:
             answer = await self._positions(sorted(partitions))
             kafka = self.kafka
+            assigned = kafka.assignment()
             now = _now_ms()
             for tp in partitions:
+                if tp not in assigned:
+                    continue  # taken away while the positions were read
                 position = answer.get(tp)
                 if position is None:
                     self._states.pop(tp, None)

@@ -10,7 +10,10 @@ twice in an epoch and enters no epoch twice for one anomaly.
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from services.bus import Continuity, LogEventKind, PartitionHistory, Position
 from services.bus._continuity import Mode, Seek
@@ -93,6 +96,10 @@ def test_a_different_record_at_the_anchor_starts_a_new_epoch() -> None:
     # The memory broker restarted and its new log is already longer than the old one.
     replaced = tracker(stored_up_to(41))
     assert offer(replaced, (41, "other"), (42, "x")) == []
+    # First, read again from before the anchor: is it there, among records at its offset?
+    assert (replaced.mode, replaced.pending_seek, replaced.epoch) == (Mode.PROBING, Seek(40), 0)
+    replaced.seeked(T)
+    assert offer(replaced, (40, "o"), (41, "other"), (42, "x")) == []
     assert (replaced.pending_seek, replaced.epoch) == (Seek(None), 1)
     (event,) = replaced.take_events()
     assert (event.kind, event.epoch, event.last_offset) == (LogEventKind.LOG_RESET, 1, 41)
@@ -106,6 +113,9 @@ def test_a_replaced_log_is_caught_at_the_next_fetch_even_mid_stream() -> None:
     assert offer(following, (9, "same"), (10, "a"), (11, "b")) == [10, 11]
     following.seeked(T)
     assert offer(following, (11, "other log"), (12, "c")) == []
+    assert following.pending_seek == Seek(9)  # where the anchor's own slice began
+    following.seeked(T)
+    assert offer(following, (9, "x"), (10, "y"), (11, "other log"), (12, "c")) == []
     assert following.epoch == 1
 
 
@@ -251,13 +261,26 @@ class Followed:
         return [e for e in self.events if e.kind is kind]
 
 
-def follow(served: ServedLog, start: Position, rounds: int = 200) -> tuple[Continuity, Followed]:
+class Served(Protocol):
+    @property
+    def highwater(self) -> int: ...
+    def fetch(self, position: int | None) -> list[tuple[int, str]]: ...
+
+
+def follow(
+    served: Served,
+    start: Position,
+    rounds: int = 200,
+    grow: Callable[[int], None] | None = None,
+) -> tuple[Continuity, Followed]:
     """Drive a continuity over ``served`` for ``rounds`` fetches, as the follower does."""
     state = fresh(start, confirm_ms=0)
     done = Followed()
     position: int | None = None
     for step in range(rounds):
         now = T + step
+        if grow is not None:
+            grow(step)
         if state.pending_seek is not None:
             position = state.pending_seek.offset
             state.seeked(now)
@@ -311,10 +334,10 @@ def test_offsets_going_backwards_in_one_fetch_are_noted_and_passed() -> None:
     assert done.of(LogEventKind.LOG_RESET) == []
 
 
-def test_a_repeat_at_the_end_of_a_fetch_begins_at_most_one_epoch() -> None:
+def test_a_repeat_at_the_end_of_a_fetch_begins_no_epoch() -> None:
     # Fetches end right after the first record at offset 2; read from 2, the broker
-    # serves the other record at 2 first. Alone, that is what a replaced log looks
-    # like: one new epoch. Met again in the new epoch, it is a repeated offset.
+    # serves the other record at 2 first. Read again from before 2, the stored record
+    # is there: a repeated offset, not a replaced log.
     entries = [(0, "a"), (1, "b"), (2, "c"), (2, "c2"), (3, "d"), (4, "e")]
 
     class OtherFirst(ServedLog):
@@ -324,12 +347,13 @@ def test_a_repeat_at_the_end_of_a_fetch_begins_at_most_one_epoch() -> None:
             return super().fetch(position)
 
     state, done = follow(OtherFirst(entries), Position.start())
-    assert len(done.of(LogEventKind.LOG_RESET)) == 1
-    assert state.epoch == 1
-    assert done.offsets(1) == [0, 1, 2, 3, 4]
-    assert [r[2] for r in done.admitted if r[0] == 1 and r[1] == 2] == ["c"]  # the first kept
+    assert done.of(LogEventKind.LOG_RESET) == []
+    assert state.epoch == 0
+    assert done.offsets(0) == [0, 1, 2, 3, 4]
+    assert [r[2] for r in done.admitted if r[1] == 2] == ["c"]  # the first kept
     (repeat,) = done.of(LogEventKind.OFFSET_REPEATED)
-    assert (repeat.epoch, repeat.first_offset) == (1, 2)
+    assert (repeat.epoch, repeat.first_offset) == (0, 2)
+    assert b"c2".hex() in repeat.detail
     _no_offset_twice_in_an_epoch(done)
 
 
@@ -383,6 +407,101 @@ def test_a_log_that_keeps_serving_the_same_anomaly_never_loops() -> None:
     assert len(kinds) == len(set(kinds)), "an anomaly was recorded twice"
 
 
+@dataclass
+class BatchedLog:
+    """A log of record batches kept in the order they were written, as the local broker keeps it.
+
+    After a restart under load it has written batches whose header counts one
+    record fewer than the batch holds, and given the next batch the offset of
+    that last record again: two records at one offset. A fetch from an offset
+    starts at the first batch whose header range holds it; the client then drops
+    records before the offset it has reached, moving to each batch's header end
+    after it, so both records at such an offset come out of a fetch from before
+    it, and a fetch from that offset starts with the later one.
+    """
+
+    batches: list[tuple[int, int, list[tuple[int, str]]]] = field(default_factory=list)
+    page: int = 4
+    """Batches per fetch response."""
+    end: int = 0
+
+    def write(self, count: int, *, short_header: bool) -> None:
+        base = self.end
+        records = [(base + i, f"r{base + i}-{len(self.batches)}") for i in range(count)]
+        header_end = base + count - (1 if short_header and count > 1 else 0)
+        self.batches.append((base, header_end, records))
+        self.end = header_end
+
+    @property
+    def highwater(self) -> int:
+        return self.end
+
+    def fetch(self, position: int | None) -> list[tuple[int, str]]:
+        wanted = 0 if position is None else position
+        first = next(
+            (i for i, (base, end, _) in enumerate(self.batches) if base <= wanted < end),
+            next((i for i, (base, _, _) in enumerate(self.batches) if base >= wanted), None),
+        )
+        if first is None:
+            return []
+        served, reached = [], wanted
+        for _, header_end, records in self.batches[first : first + self.page]:
+            for offset, tag in records:
+                if offset >= reached:
+                    served.append((offset, tag))
+                    reached = offset + 1
+            reached = header_end
+        return served
+
+    def first_records(self) -> dict[int, str]:
+        """The record a reader from the start meets first at each offset."""
+        kept: dict[int, str] = {}
+        for offset, tag in self.fetch_all():
+            kept.setdefault(offset, tag)
+        return kept
+
+    def fetch_all(self) -> list[tuple[int, str]]:
+        page, self.page = self.page, len(self.batches)
+        try:
+            return self.fetch(None)
+        finally:
+            self.page = page
+
+
+def test_offsets_handed_out_twice_while_the_log_grows_begin_no_epoch() -> None:
+    # What the broker served after a restart under load: many offsets held twice,
+    # written while the consumer reads. Every record a reader meets first is kept,
+    # once; every other one is noted; no epoch begins.
+    chance = random.Random(9)
+    served = BatchedLog()
+
+    def grow(step: int) -> None:
+        if step < 150:
+            for _ in range(2):
+                served.write(chance.randint(1, 5), short_header=chance.random() < 0.3)
+
+    state, done = follow(served, Position.start(), rounds=400, grow=grow)
+    assert state.epoch == 0
+    assert done.of(LogEventKind.LOG_RESET) == []
+    _no_offset_twice_in_an_epoch(done)
+    kept = served.first_records()
+    assert {offset: tag for _, offset, tag in done.admitted} == kept
+    assert state.position.next_offset == served.highwater
+    twice = {o for o in kept if sum(1 for off, _ in served.fetch_all() if off == o) > 1}
+    assert twice, "the simulated log holds no repeated offset"
+    assert {e.first_offset for e in done.of(LogEventKind.OFFSET_REPEATED)} == twice
+
+
+def test_a_replaced_log_is_still_one_epoch_when_offsets_are_held_twice() -> None:
+    served = BatchedLog()
+    for i in range(30):
+        served.write(3, short_header=i % 3 == 0)
+    state, done = follow(served, stored_up_to(40, "the old log"), rounds=200)
+    assert state.epoch == 1
+    assert len(done.of(LogEventKind.LOG_RESET)) == 1
+    assert {offset: tag for e, offset, tag in done.admitted if e == 1} == served.first_records()
+
+
 # -- progress ---------------------------------------------------------------------------------
 
 
@@ -404,3 +523,16 @@ def test_a_partition_not_advancing_while_the_log_grows_is_stuck() -> None:
 def test_the_history_counts_epochs_started() -> None:
     state, _ = follow(ServedLog([(0, "x")], page=2), stored_up_to(41))
     assert state.history.epochs_started == 1
+
+
+def test_a_record_served_past_the_high_watermark_begins_no_epoch() -> None:
+    # The last batch's header ends before its last record: the broker's high watermark
+    # says the log ends before a record it served. Not a log that went backwards.
+    served = BatchedLog()
+    for _ in range(5):
+        served.write(4, short_header=False)
+    served.write(4, short_header=True)
+    state, done = follow(served, Position.start(), rounds=300)
+    assert (state.epoch, done.events) == (0, [])
+    assert done.offsets(0) == list(range(24))
+    assert state.position.next_offset == served.highwater + 1
