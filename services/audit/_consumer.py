@@ -163,7 +163,7 @@ class AuditConsumer:
             raise
         self.health.consuming = True
         self.health.stuck_after_ms = audit.stuck_after_ms
-        self.health.partitions = self._follower.status
+        self.health.follower = self._follower
         log.info(
             "audit consumer started",
             group=self.group_id,
@@ -184,7 +184,7 @@ class AuditConsumer:
             )
         finally:
             self.health.consuming = False
-            self.health.partitions = None
+            self.health.follower = None
             await self._follower.stop()
             self._opener.close()
             log.info("audit consumer stopped", stored=self.stored)

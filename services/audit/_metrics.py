@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import orjson
@@ -22,7 +21,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from services.bus import PartitionStatus, get_logger
+from services.bus import Follower, get_logger
 
 log = get_logger(__name__)
 
@@ -106,25 +105,30 @@ class Health:
     """What ``/healthz`` reports: healthy while consuming, the store accepts writes, none stuck.
 
     A partition is stuck when it has not advanced for ``stuck_after_ms`` while
-    the broker's high watermark was past it (``partitions`` reports that, read
-    at each request so that a consume loop that hangs shows too).
+    the broker's high watermark was past it; the consume loop is stuck when it
+    has not fetched for as long. ``follower`` is asked at each request, so a
+    loop that hangs shows too.
     """
 
     consuming: bool = False
     store_available: bool = True
     problem: str = ""
     stuck_after_ms: int = 60_000
-    partitions: Callable[[], Sequence[PartitionStatus]] | None = None
+    follower: Follower | None = None
 
     def stuck(self) -> list[str]:
-        """``topic[partition]`` of every partition stuck for ``stuck_after_ms`` or longer."""
-        if self.partitions is None:
+        """What has not advanced for ``stuck_after_ms``: each ``topic[partition]``, or the loop."""
+        follower = self.follower
+        if follower is None:
             return []
-        return [
+        stuck = [
             f"{s.partition.topic}[{s.partition.partition}]"
-            for s in self.partitions()
+            for s in follower.status()
             if s.stuck_ms >= self.stuck_after_ms
         ]
+        if follower.idle_ms() >= self.stuck_after_ms:
+            stuck.append("the consume loop (no fetch)")
+        return stuck
 
     @property
     def ok(self) -> bool:
@@ -142,8 +146,8 @@ class Health:
         problem = self.problem
         if stuck and not problem:
             problem = (
-                f"{len(stuck)} partition(s) have not advanced for {self.stuck_after_ms} ms "
-                "while the broker holds more"
+                f"not advancing for {self.stuck_after_ms} ms while the broker holds more: "
+                + ", ".join(stuck)
             )
         body = orjson.dumps(
             {

@@ -229,6 +229,7 @@ class Follower:
         self._lock = asyncio.Lock()
         self._committer: asyncio.Task[None] | None = None
         self._consuming: _Consuming | None = None
+        self._fetched_at = time.monotonic()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -277,6 +278,7 @@ class Follower:
         except BaseException:
             self._kafka = None
             raise
+        self._fetched_at = time.monotonic()
         if self._wanted is not None:
             async with self._lock:
                 await self._assign(self._wanted)
@@ -360,6 +362,15 @@ class Follower:
 
     # -- one round -------------------------------------------------------------------------
 
+    def idle_ms(self) -> int:
+        """Milliseconds since a fetch last returned (since :meth:`start` before the first).
+
+        A consume loop that stops fetching (a write that never returns, a
+        rebalance that never ends) shows here, since it sees no high watermark
+        that could show its partitions stuck.
+        """
+        return max(0, round((time.monotonic() - self._fetched_at) * 1000))
+
     async def fetch(self, timeout_ms: int) -> list[Slice]:
         """Fetch once (waiting up to ``timeout_ms``), check continuity, re-anchor.
 
@@ -373,6 +384,12 @@ class Follower:
         """
         if self._failure is not None:
             raise self._failure
+        try:
+            return await self._fetch(timeout_ms)
+        finally:
+            self._fetched_at = time.monotonic()
+
+    async def _fetch(self, timeout_ms: int) -> list[Slice]:
         async with self._lock:
             kafka = self.kafka
             if self._subscription is None and not self._explicit:

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from follower_support import PositionStore, eventually, produce
+from follower_support import PositionStore, Row, eventually, produce
 
 from services.bus import (
+    Batch,
     BatchLimits,
     EmbeddedBroker,
     Follower,
@@ -300,3 +301,46 @@ async def test_a_restarted_broker_starts_one_epoch_per_restart_and_nothing_is_sp
         2,
         Position(2, 50, status.position.anchor),
     )
+
+
+async def test_a_consume_loop_waiting_on_a_hung_store_shows_idle_and_recovers(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # The consumer's store hangs after its first write: the loop stops fetching (memory
+    # stays bounded) while the broker's log grows, and the follower says for how long.
+    assert settings.bootstrap is not None
+    topic = f"{settings.topic_prefix}.stuck"
+    tp = TopicPartition(topic, 0)
+    store = PositionStore(tmp_path / "store.db")
+    released = asyncio.Event()
+    write = store.write
+
+    async def hanging(batch: Batch[Row]) -> None:
+        if store.batches:
+            await released.wait()
+        await write(batch)
+
+    store.write = hanging  # type: ignore[method-assign]
+    await produce(settings.bootstrap, topic, _values(5, "before"))
+    try:
+        async with following(settings, store, partitions=[tp]) as run:
+            await eventually(_holds(store, topic, 5), "the first write")
+            for burst in range(4):
+                await produce(settings.bootstrap, topic, _values(1000, f"after{burst}"))
+
+            async def not_fetching() -> bool:
+                return run.follower.idle_ms() >= 1000
+
+            await eventually(not_fetching, "the consume loop to wait on the store")
+            (status,) = run.follower.status()
+            assert (status.position.next_offset or 0) < 4005
+            released.set()
+            await eventually(_holds(store, topic, 4005), "every record once the store answers")
+
+            async def advancing() -> bool:
+                (status,) = run.follower.status()
+                return (status.stuck_ms, status.lag) == (0, 0) and run.follower.idle_ms() < 1000
+
+            await eventually(advancing, "the partition to advance again")
+    finally:
+        store.close()
