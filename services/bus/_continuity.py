@@ -27,18 +27,22 @@ and handled by rules that cannot loop, whatever the broker serves:
 - an offset served again, or an earlier one, inside one fetch is recorded once
   (with both records' digests) and the first record kept: nothing is admitted
   twice in one epoch and no epoch begins for it;
-- a different record at the anchor, an earlier offset than asked for, or a log
-  that ends before the anchor start a new *epoch*, read from the beginning of
-  the new log; the same anomaly met again (the same record served at the same
-  anchor) is recorded as a repeated offset instead, so no epoch is ever entered
-  twice for one anomaly.
+- another record first at the anchor's offset is not yet a replaced log: a
+  broker that handed out offsets twice holds two records at one offset and,
+  read from that offset, serves the later one first. The follower reads again
+  from where the anchor's own slice began and looks for the anchor among the
+  records at its offset; found, the others there are repeated offsets;
+- not found there, an earlier offset than asked for, or a log that ends before
+  the anchor start a new *epoch*, read from the beginning of the new log; the
+  same anomaly met again (the same record served at the same anchor) is
+  recorded as a repeated offset instead, so no epoch is ever entered twice for
+  one anomaly.
 
 A high watermark at or below the anchor can be transient on Apache Kafka
 while a new leader catches up, so it only counts as a reset once it has held
-for ``confirm_reset_ms`` of fetch responses.
-
-.. versionadded:: 0.9 (moved from the audit consumer's tracker; repeated
-   offsets and the confirmation of jumps are new).
+for ``confirm_reset_ms`` of fetch responses; one at or below a record the
+broker has just served is the broker's error (the local broker, under load),
+not a log that went backwards.
 """
 
 from __future__ import annotations
@@ -264,6 +268,9 @@ class Continuity:
         self._slice_from: int | None = None
         self._anchor_from: int | None = None
         self._others_at_anchor: list[bytes] = []
+        self._probe_start = 0
+        self._probe_seen = False
+        self._probe_retried = False
         self._served_anchor = False
         self._past_highwater: int | None = None
         self._seeked_at_ms: int | None = None
@@ -484,6 +491,9 @@ class Continuity:
         )
         self.mode = Mode.PROBING
         self._others_at_anchor = [served]
+        self._probe_start = start
+        self._probe_seen = False
+        self._probe_retried = False
         self.pending_seek = Seek(start)
 
     def _probe(self, offset: int, digest: Digest, now_ms: int) -> bool:
@@ -494,6 +504,7 @@ class Continuity:
             return False
         served = digest()
         if offset == anchor:
+            self._probe_seen = True
             if served != self._anchor_digest:
                 self._others_at_anchor.append(served)
                 return False
@@ -504,6 +515,11 @@ class Continuity:
             for other in dict.fromkeys(self._others_at_anchor):
                 self._note_repeated(anchor, self._anchor_digest, other, now_ms)
             self._others_at_anchor = []
+            return False
+        if not self._probe_seen and not self._probe_retried:
+            # This read skipped the anchor's offset altogether: read once more.
+            self._probe_retried = True
+            self.pending_seek = Seek(self._probe_start)
             return False
         self._replaced(self._others_at_anchor[0], now_ms)
         return False

@@ -27,8 +27,6 @@ overwriting silently. :class:`Follower` does that once:
 :meth:`Follower.consume` is the whole consume loop, composing the fetch with
 opening (decode and verify, optionally in worker processes) and with batches
 bounded by count, bytes and age, one batch written while the next is fetched.
-
-.. versionadded:: 0.9
 """
 
 from __future__ import annotations
@@ -182,10 +180,9 @@ class Follower:
       turns True when every assigned partition has.
 
     ``consumer_options`` go to :func:`~services.bus.consumer` (fetch sizes,
-    group timings); auto-commit is always off and a position outside the log
-    resets to its beginning, where the continuity check judges it.
-
-    .. versionadded:: 0.9
+    group timings); auto-commit is always off, fetches are taken whole, and a
+    position outside the log resets to its beginning, where the continuity
+    check judges it.
     """
 
     def __init__(
@@ -263,6 +260,7 @@ class Follower:
             **self._options,
             "enable_auto_commit": False,
             "auto_offset_reset": "earliest",
+            "max_poll_records": None,  # whole fetch responses: re-anchoring never cuts one
         }
         kafka = consumer(self.settings, self.bootstrap, group_id=self.group_id, **options)
         if self._subscription is not None:

@@ -80,8 +80,6 @@ class OpenerPool(Generic[T]):
     be a module-level function (it is pickled by name to the workers, each of
     which builds its own :class:`~services.bus.Opener` from ``settings``).
     ``opener`` opens in-process when ``processes`` is 0.
-
-    .. versionadded:: 0.9 (from the audit consumer's record opener)
     """
 
     def __init__(

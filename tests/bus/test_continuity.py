@@ -536,3 +536,20 @@ def test_a_record_served_past_the_high_watermark_begins_no_epoch() -> None:
     assert (state.epoch, done.events) == (0, [])
     assert done.offsets(0) == list(range(24))
     assert state.position.next_offset == served.highwater + 1
+
+
+def test_a_probe_that_skips_the_anchors_offset_reads_once_more() -> None:
+    probing = tracker(stored_up_to(41))
+    assert offer(probing, (41, "other"), (42, "x")) == []
+    assert probing.pending_seek == Seek(40)
+    probing.seeked(T)
+    # This read skipped offset 41 altogether: no verdict yet.
+    assert offer(probing, (40, "o"), (42, "x")) == []
+    assert (probing.pending_seek, probing.epoch) == (Seek(40), 0)
+    probing.seeked(T)
+    assert offer(probing, (40, "o"), (41, "other"), (41, "same"), (42, "x")) == [42]
+    assert probing.epoch == 0
+    (repeat,) = probing.take_events()
+    assert (repeat.kind, repeat.first_offset) == (LogEventKind.OFFSET_REPEATED, 41)
+    assert b"other".hex() in repeat.detail
+    assert b"same".hex() in repeat.detail
