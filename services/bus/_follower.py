@@ -330,6 +330,8 @@ class Follower:
     def status(self) -> list[PartitionStatus]:
         """Every followed partition's position, high watermark, epochs started and stuck time."""
         now = _now_ms()
+        kafka = self._kafka
+        assigned = set() if kafka is None else kafka.assignment()
         found = []
         for tp, state in sorted(self._states.items()):
             position = state.position
@@ -339,7 +341,7 @@ class Follower:
                     tp,
                     state.epoch,
                     position,
-                    self.highwater(tp),
+                    kafka.highwater(tp) if kafka is not None and tp in assigned else None,
                     history.epochs_started,
                     history.stuck_ms(position.next_offset, now),
                 ),
