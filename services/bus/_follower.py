@@ -192,7 +192,7 @@ class Follower:
         *,
         positions: Positions,
         group_id: str | None = None,
-        digest: Callable[[Any], bytes] = record_digest,
+        digest: Callable[[KafkaRecord], bytes] = record_digest,
         confirm_reset_ms: int = 5000,
         commit_interval_ms: int | None = None,
         until: Mapping[TopicPartition, int] | Literal["highwater"] | None = None,
