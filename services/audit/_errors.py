@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.bus import OixError
+from services.bus import OixError, PositionConflictError
 
 
 class AuditError(OixError):
@@ -17,7 +17,7 @@ class StoreUnavailableError(StoreError):
     """The audit store cannot be reached right now; the operation may be retried."""
 
 
-class StoreConflictError(StoreError):
+class StoreConflictError(StoreError, PositionConflictError):
     """The store's position for a partition is not the one a batch was built on.
 
     Another audit consumer (or an earlier attempt whose commit outcome was

@@ -22,7 +22,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from services.bus import ConfigError, get_logger
+from services.bus import ConfigError, Follower, get_logger
 
 log = get_logger(__name__)
 
@@ -63,8 +63,20 @@ class AuditMetrics:
         )
         self.log_events = Counter(
             "oix_audit_log_events",
-            "Discontinuities noticed in broker logs (log_reset, offset_gap).",
+            "Discontinuities noticed in broker logs (log_reset, offset_gap, offset_repeated).",
             ["kind"],
+            registry=self.registry,
+        )
+        self.epochs_started = Counter(
+            "oix_audit_epochs_started",
+            "Epochs begun because a partition's log went backwards (rate() per minute: loops).",
+            ["topic", "partition"],
+            registry=self.registry,
+        )
+        self.stuck_seconds = Gauge(
+            "oix_audit_partition_stuck_seconds",
+            "How long a partition has not advanced while the broker's high watermark is past it.",
+            ["topic", "partition"],
             registry=self.registry,
         )
         self.store_errors = Counter(
@@ -108,21 +120,61 @@ class AuditMetrics:
 
 @dataclass
 class Health:
-    """What ``/healthz`` reports: healthy while consuming and the store accepts writes."""
+    """What ``/healthz`` reports: healthy while consuming, the store accepts writes, none stuck.
+
+    A partition is stuck when it has not advanced for ``stuck_after_ms`` while
+    the broker's high watermark was past it; the consume loop is stuck when it
+    has not fetched for as long. ``follower`` is asked at each request, so a
+    loop that hangs shows too.
+    """
 
     consuming: bool = False
     store_available: bool = True
     problem: str = ""
+    stuck_after_ms: int = 60_000
+    follower: Follower | None = None
+
+    def stuck(self) -> list[str]:
+        """What has not advanced for ``stuck_after_ms``: each ``topic[partition]``, or the loop."""
+        follower = self.follower
+        if follower is None:
+            return []
+        stuck = [
+            f"{s.partition.topic}[{s.partition.partition}]"
+            for s in follower.status()
+            if s.stuck_ms >= self.stuck_after_ms
+        ]
+        if follower.idle_ms() >= self.stuck_after_ms:
+            stuck.append("the consume loop (no fetch)")
+        return stuck
 
     @property
     def ok(self) -> bool:
         """Healthy."""
-        return self.consuming and self.store_available
+        return self.consuming and self.store_available and not self.stuck()
 
     def body(self) -> bytes:
         """The JSON body of ``/healthz``."""
-        status = "ok" if self.ok else "unavailable"
-        return orjson.dumps({"status": status, "problem": self.problem or None})
+        return self.report()[1]
+
+    def report(self) -> tuple[bool, bytes]:
+        """Whether healthy, and the JSON body of ``/healthz`` saying so, from one look."""
+        stuck = self.stuck()
+        ok = self.consuming and self.store_available and not stuck
+        problem = self.problem
+        if stuck and not problem:
+            problem = (
+                f"not advancing for {self.stuck_after_ms} ms while the broker holds more: "
+                + ", ".join(stuck)
+            )
+        body = orjson.dumps(
+            {
+                "status": "ok" if ok else "unavailable",
+                "problem": problem or None,
+                "stuck_partitions": stuck,
+            },
+        )
+        return ok, body
 
 
 class MetricsServer:
@@ -170,9 +222,9 @@ class MetricsServer:
             elif path == "/metrics":
                 status, kind, body = "200 OK", CONTENT_TYPE_LATEST, self.metrics.render()
             elif path == "/healthz":
-                ok = self.health.ok
+                ok, body = self.health.report()
                 status = "200 OK" if ok else "503 Service Unavailable"
-                kind, body = "application/json", self.health.body()
+                kind = "application/json"
             else:
                 status, kind, body = "404 Not Found", "text/plain", b"/metrics or /healthz\n"
             head = (

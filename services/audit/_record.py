@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -19,6 +19,7 @@ from services.bus import (
     H_ORIGINATOR,
     H_TYPE,
     CorruptMessageError,
+    KafkaRecord,
     Opener,
     SignatureStatus,
     UnknownSchemaError,
@@ -33,27 +34,6 @@ Headers = tuple[tuple[str, bytes], ...]
 
 UNKNOWN_SCHEMA_ERROR = f"{UnknownSchemaError.__name__}: "
 """How ``decode_error`` begins for a value whose writer schema was not released (yet)."""
-
-
-class KafkaRecord(Protocol):
-    """What a consumed Kafka record offers (aiokafka's ``ConsumerRecord``)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def timestamp(self) -> int: ...
-    @property
-    def timestamp_type(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Headers: ...
 
 
 class AuditRecord(NamedTuple):

@@ -59,6 +59,14 @@ class AuditSettings(BaseSettings):
             "the consumer concludes that the log went backwards."
         ),
     )
+    stuck_after_ms: int = Field(
+        default=60_000,
+        ge=1,
+        description=(
+            "/healthz turns 503 when a partition has not advanced for this long while the "
+            "broker's log holds more."
+        ),
+    )
     retry_max_backoff_ms: int = Field(default=5000, ge=10)
     drain_timeout_s: float = Field(default=30.0, gt=0)
     commit_interval_ms: int = Field(default=1000, ge=10)

@@ -51,10 +51,19 @@ class FindingKind(StrEnum):
     """The consumer saw the broker's log go backwards and began a new epoch."""
     BROKER_LOSS = "broker_loss"
     """The consumer saw offsets vanish from the broker before it could read them."""
+    REPEATED_OFFSET = "repeated_offset"
+    """The broker served an offset twice: the first record is stored, the other described."""
     EPOCH = "epoch"
     """An epoch begins without a recorded reset."""
     SIGNATURE = "signature"
     """Verifying the signature again gives another status than the stored one."""
+
+
+_EVENT_FINDINGS = {
+    EventKind.LOG_RESET: FindingKind.LOG_RESET,
+    EventKind.OFFSET_GAP: FindingKind.BROKER_LOSS,
+    EventKind.OFFSET_REPEATED: FindingKind.REPEATED_OFFSET,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,11 +259,7 @@ class Verifier:
         for (topic, number), mine in sorted(by_partition.items()):
             report.partitions.append(await self._partition(topic, number, mine, report))
         for event in events:
-            kind = (
-                FindingKind.LOG_RESET
-                if event.kind is EventKind.LOG_RESET
-                else FindingKind.BROKER_LOSS
-            )
+            kind = _EVENT_FINDINGS[event.kind]
             report.findings.append(
                 Finding(
                     kind,

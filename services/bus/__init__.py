@@ -5,6 +5,7 @@ Everything public is importable from here; the modules behind it are private.
 
 from services.bus._agreement import Agreement, Defaults, Party, load_agreement, parse_agreement
 from services.bus._asyncapi import asyncapi_document
+from services.bus._batch import Batch, BatchLimits
 from services.bus._broker import EmbeddedBroker, find_tansu, free_port, wait_for_metadata
 from services.bus._codec import (
     PREFIX_SIZE,
@@ -13,6 +14,16 @@ from services.bus._codec import (
     SchemaRegistry,
     default_schemas_dir,
     read_fingerprint,
+)
+from services.bus._continuity import (
+    Admitted,
+    Continuity,
+    KafkaRecord,
+    LogEvent,
+    LogEventKind,
+    PartitionHistory,
+    Position,
+    Slice,
 )
 from services.bus._ensure import ensure_topics
 from services.bus._envelope import (
@@ -45,6 +56,7 @@ from services.bus._errors import (
     DecodeError,
     FieldIssue,
     OixError,
+    PositionConflictError,
     ReportValidationError,
     RoutingError,
     SchemaCompatibilityError,
@@ -55,9 +67,11 @@ from services.bus._errors import (
 from services.bus._evolution import Incompatibility, check_compatibility, release_schemas
 from services.bus._examples import Example, freshen, load_examples
 from services.bus._exchange import Exchange, key_file
+from services.bus._follower import Follower, PartitionStatus, Positions, record_digest
 from services.bus._header import GeoPoint, Location, MessageHeader, MessageLink, now
 from services.bus._kafka import client_options, consumer, producer_options, start_producer
 from services.bus._logging import bind_message, configure_logging, get_logger, unbind_message
+from services.bus._opening import OpenerPool
 from services.bus._reports import (
     ANY_REPORT,
     REPORT_MODELS,
@@ -144,10 +158,13 @@ __all__ = [
     "Acknowledgement",
     "AclBinding",
     "ActionTaken",
+    "Admitted",
     "Agreement",
     "AgreementError",
     "AssistanceRequest",
     "AssistanceResponse",
+    "Batch",
+    "BatchLimits",
     "BrokerError",
     "Cancellation",
     "CancellationReason",
@@ -155,6 +172,7 @@ __all__ = [
     "Codec",
     "ConfidenceLevel",
     "ConfigError",
+    "Continuity",
     "CorruptMessageError",
     "DecodeError",
     "Decoded",
@@ -167,6 +185,7 @@ __all__ = [
     "Exchange",
     "FieldIssue",
     "Fingerprint",
+    "Follower",
     "ForceUsed",
     "GeoPoint",
     "HandlingCode",
@@ -175,8 +194,11 @@ __all__ = [
     "IncidentReport",
     "IncidentStatus",
     "Incompatibility",
+    "KafkaRecord",
     "LinkRelation",
     "Location",
+    "LogEvent",
+    "LogEventKind",
     "MeansOfCrossing",
     "MessageHeader",
     "MessageLink",
@@ -184,8 +206,14 @@ __all__ = [
     "OixError",
     "Opened",
     "Opener",
+    "OpenerPool",
+    "PartitionHistory",
+    "PartitionStatus",
     "Party",
     "PersonCategory",
+    "Position",
+    "PositionConflictError",
+    "Positions",
     "Priority",
     "Report",
     "ReportSchema",
@@ -208,6 +236,7 @@ __all__ = [
     "Signer",
     "SigningError",
     "SituationReport",
+    "Slice",
     "Speciality",
     "TlpMarking",
     "TopicInfo",
@@ -247,6 +276,7 @@ __all__ = [
     "plan_rotation",
     "producer_options",
     "read_fingerprint",
+    "record_digest",
     "release_schemas",
     "render_acls",
     "rotated_agreement",

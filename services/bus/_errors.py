@@ -80,3 +80,12 @@ class SigningError(OixError):
 
 class BrokerError(OixError):
     """The Kafka broker could not be started or reached."""
+
+
+class PositionConflictError(OixError):
+    """A consumer's store no longer stands where the batch being written follows on.
+
+    Another consumer (a rebalance), or an earlier attempt whose commit did
+    land, stored those positions first. Nothing was written; the consume loop
+    drops what it holds and asks for the positions again.
+    """

@@ -1,33 +1,41 @@
 """Partners' Acknowledgement messages for this agency's reports, read from the bus.
 
 A partner acknowledges on its own topics: its coordination feed, or its
-bilateral channel to this agency. The reader assigns those partitions itself
+bilateral channel to this agency. The reader follows those partitions itself
 (no consumer group: every gateway replica keeps a complete picture in its own
-store) and keeps its read positions in the store, in the same transaction as
-the acknowledgements, so each is recorded exactly once across restarts.
+store) with the bus's :class:`~services.bus.Follower`, and keeps its read
+positions in the store, in the same transaction as the acknowledgements, so
+each is recorded exactly once across restarts.
 
 A log that went backwards (the local broker forgets everything on restart)
-is noticed and said, then read again from its start; re-reading is harmless
-because an acknowledgement is stored under its own message id.
+is noticed by the follower and said, then read again from its start;
+re-reading is harmless because an acknowledgement is stored under its own
+message id.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import ConsumerRecord, TopicPartition
-from aiokafka.errors import KafkaError, OffsetOutOfRangeError
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from services.bus import (
     H_TYPE,
     Acknowledgement,
+    Admitted,
     AgreementError,
+    Batch,
+    BatchLimits,
     Exchange,
+    Follower,
+    KafkaRecord,
+    LogEventKind,
+    Position,
     Settings,
-    consumer,
     get_logger,
 )
 from services.gateway._metrics import Metrics
@@ -37,6 +45,9 @@ from services.gateway._store import PartnerAck, Store
 
 log = get_logger(__name__)
 _ACK_TYPE = Acknowledgement.report_type.encode()
+_PER_WRITE = BatchLimits(max_records=1000, max_bytes=1000, max_ms=0)
+"""Each fetch is recorded at once (items weigh 1: the count bounds them)."""
+_DRAIN_TIMEOUT_S = 5.0
 
 Metadata = Callable[[], Awaitable[Any]]
 """Fetches cluster metadata (an aiokafka ``ClusterMetadata``)."""
@@ -60,6 +71,10 @@ def acknowledgement_topics(exchange: Exchange, agency: str) -> list[str]:
     return sorted(topics)
 
 
+def _one(_: object) -> int:
+    return 1
+
+
 class AcknowledgementReader:
     """Records partners' acknowledgements of ``agency``'s messages in the store."""
 
@@ -80,127 +95,106 @@ class AcknowledgementReader:
         self._store = store
         self._metrics = metrics
         self._metadata = metadata
-        self._refresh = gateway.ack_refresh_interval
+        self._refresh_s = gateway.ack_refresh_interval
         self.topics = acknowledgement_topics(exchange, agency)
-        self._consumer = consumer(
+        self._follower = Follower(
             settings,
             bootstrap,
-            # Positions come from the store; a position past the end of the log
-            # must be an error we see, not a silent reset.
-            auto_offset_reset="none",
+            positions=self._positions,
+            name=f"oix-gateway-acks-{agency}",
             fetch_max_wait_ms=gateway.ack_fetch_max_wait_ms,
         )
-        self._positions: dict[tuple[str, int], int] = {}
-        self._assigned: frozenset[TopicPartition] = frozenset()
+        self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Start reading in the background."""
-        await self._consumer.start()
-        self._positions = self._store.read_positions()
+        await self._follower.start()
+        self._stop.clear()
         self._task = asyncio.create_task(self._run(), name=f"acknowledgements of {self._agency}")
 
     async def stop(self) -> None:
-        """Stop reading; what was read is already recorded."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-        await self._consumer.stop()
+        """Stop reading (recording what was read), then disconnect."""
+        task, self._task = self._task, None
+        if task is not None:
+            self._stop.set()
+            try:
+                await asyncio.wait_for(task, _DRAIN_TIMEOUT_S + 5)
+            except TimeoutError:
+                log.warning("the acknowledgement reader did not stop in time", agency=self._agency)
+            except Exception:
+                log.exception("the acknowledgement reader had failed", agency=self._agency)
+        await self._follower.stop()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        next_refresh = loop.time()
-        while True:
-            if loop.time() >= next_refresh:
-                await self._assign()
-                next_refresh = loop.time() + self._refresh
-            if not self._assigned:
-                await asyncio.sleep(max(0.0, next_refresh - loop.time()))
-                continue
-            try:
-                batches = await self._consumer.getmany(timeout_ms=500, max_records=1000)
-            except OffsetOutOfRangeError as exc:
-                offsets: dict[TopicPartition, int] = exc.args[0] if exc.args else {}
-                await self._went_backwards({tp: (offset, None) for tp, offset in offsets.items()})
-                continue
-            except KafkaError as exc:
-                log.warning("reading acknowledgements failed; retrying", error=repr(exc))
-                await asyncio.sleep(1.0)
-                continue
-            if batches:
-                self._record(batches)
-            await self._went_backwards(self._behind_us())
-
-    async def _assign(self) -> None:
-        """Assign every existing partition of the topics (new ones appear over time)."""
+        refreshing = asyncio.create_task(self._refresh(), name=f"ack partitions of {self._agency}")
         try:
-            cluster = await self._metadata()
-        except KafkaError as exc:
-            log.warning("no metadata for acknowledgement topics; retrying", error=repr(exc))
-            return
-        wanted = frozenset(
-            TopicPartition(topic, partition)
-            for topic in self.topics
-            for partition in cluster.partitions_for_topic(topic) or ()
-        )
-        if wanted == self._assigned:
-            return
-        self._consumer.assign(sorted(wanted))
-        for tp in wanted:
-            position = self._positions.get((tp.topic, tp.partition))
-            if position is None:
-                await self._consumer.seek_to_beginning(tp)
-            else:
-                self._consumer.seek(tp, position)
-        self._assigned = wanted
-
-    def _behind_us(self) -> dict[TopicPartition, tuple[int, int | None]]:
-        """Partitions whose log now ends before what was read (an error is not always raised).
-
-        The high watermark comes with every fetch response; the local broker
-        answers a fetch past its end with no records and no error, so this is
-        where its restart shows.
-        """
-        behind = {}
-        for tp in self._assigned:
-            position = self._positions.get((tp.topic, tp.partition))
-            highwater = self._consumer.highwater(tp)
-            if position is not None and highwater is not None and highwater < position:
-                behind[tp] = (position, highwater)
-        return behind
-
-    async def _went_backwards(
-        self, partitions: dict[TopicPartition, tuple[int, int | None]]
-    ) -> None:
-        for tp, (position, log_end) in partitions.items():
-            log.error(
-                "the log went backwards: the broker no longer has the offset this gateway "
-                "read up to (a broker that lost its data, e.g. the memory-only local broker "
-                "after a restart); reading the partition again from its start",
-                topic=tp.topic,
-                partition=tp.partition,
-                position=position,
-                log_end=log_end,
+            await self._follower.consume(
+                self._record,
+                self._stop,
+                open_records=self._open,
+                limits=_PER_WRITE,
+                weight=_one,
+                drain_timeout_s=_DRAIN_TIMEOUT_S,
             )
-            self._positions.pop((tp.topic, tp.partition), None)
-            self._store.forget_position(tp.topic, tp.partition)
-            await self._consumer.seek_to_beginning(tp)
+        except Exception:
+            log.exception(
+                "reading acknowledgements stopped; the status endpoint no longer learns of new "
+                "ones",
+                agency=self._agency,
+            )
+            raise
+        finally:
+            refreshing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await refreshing
 
-    def _record(self, batches: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> None:
-        acks: list[PartnerAck] = []
-        moved: dict[tuple[str, int], int] = {}
-        for tp, records in batches.items():
-            for record in records:
-                moved[(tp.topic, tp.partition)] = record.offset + 1
-                ack = self._acknowledgement(record)
-                if ack is not None:
-                    acks.append(ack)
+    async def _refresh(self) -> None:
+        """Follow every existing partition of the topics (new ones appear over time)."""
+        while True:
+            try:
+                cluster = await self._metadata()
+            except KafkaError as exc:
+                log.warning("no metadata for acknowledgement topics; retrying", error=repr(exc))
+            else:
+                await self._follower.assign(
+                    TopicPartition(topic, partition)
+                    for topic in self.topics
+                    for partition in cluster.partitions_for_topic(topic) or ()
+                )
+            await asyncio.sleep(self._refresh_s)
+
+    async def _positions(
+        self, partitions: Sequence[TopicPartition]
+    ) -> Mapping[TopicPartition, Position]:
+        stored = self._store.read_positions()
+        found = {}
+        for tp in partitions:
+            offset = stored.get((tp.topic, tp.partition))
+            found[tp] = Position.start() if offset is None else Position.at(offset)
+        return found
+
+    async def _open(self, admitted: list[Admitted]) -> list[PartnerAck | None]:
+        return [self._acknowledgement(record) for record, _ in admitted]
+
+    async def _record(self, batch: Batch[PartnerAck | None]) -> None:
+        for event in batch.events:
+            if event.kind is LogEventKind.LOG_RESET:
+                log.error(
+                    "the log went backwards: the broker no longer has what this gateway read "
+                    "(a broker that lost its data, e.g. the memory-only local broker after a "
+                    "restart); reading the partition again from its start",
+                    topic=event.topic,
+                    partition=event.partition,
+                    position=event.last_offset,
+                )
+        acks = [a for a in batch.items if a is not None]
         mine = self._store.known(a.acknowledged_message_id for a in acks)
         acks = [a for a in acks if a.acknowledged_message_id in mine]
-        self._store.record_acknowledgements(acks, moved)
-        self._positions.update(moved)
+        self._store.record_acknowledgements(
+            acks,
+            {(tp.topic, tp.partition): p.next_offset for tp, p in batch.positions.items()},
+        )
         if acks:
             self._metrics.acknowledgements.inc(len(acks))
             for ack in acks:
@@ -211,7 +205,7 @@ class AcknowledgementReader:
                     status=ack.status,
                 )
 
-    def _acknowledgement(self, record: ConsumerRecord[bytes, bytes]) -> PartnerAck | None:
+    def _acknowledgement(self, record: KafkaRecord) -> PartnerAck | None:
         # The type header lets every other report pass without decoding it.
         if dict(record.headers).get(H_TYPE) != _ACK_TYPE:
             return None

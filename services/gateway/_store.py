@@ -260,9 +260,13 @@ class Store:
     def record_acknowledgements(
         self,
         acks: Iterable[PartnerAck],
-        positions: dict[tuple[str, int], int],
+        positions: dict[tuple[str, int], int | None],
     ) -> None:
-        """Store acks and the read positions after them in one transaction (exactly once)."""
+        """Store acks and the read positions after them in one transaction (exactly once).
+
+        A position of None forgets the partition's: it is read from its start again
+        (its log went backwards).
+        """
         with self._transaction():
             self._db.executemany(
                 "INSERT OR IGNORE INTO acknowledgements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -283,20 +287,17 @@ class Store:
             )
             self._db.executemany(
                 "INSERT OR REPLACE INTO read_positions VALUES (?, ?, ?)",
-                [(t, p, o) for (t, p), o in positions.items()],
+                [(t, p, o) for (t, p), o in positions.items() if o is not None],
+            )
+            self._db.executemany(
+                "DELETE FROM read_positions WHERE topic = ? AND partition = ?",
+                [(t, p) for (t, p), o in positions.items() if o is None],
             )
 
     def read_positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read on every partition read so far."""
         rows = self._db.execute("SELECT topic, partition, next_offset FROM read_positions")
         return {(t, p): o for t, p, o in rows}
-
-    def forget_position(self, topic: str, partition: int) -> None:
-        """Read ``topic``/``partition`` from its start again (its log went backwards)."""
-        with self._transaction():
-            self._db.execute(
-                "DELETE FROM read_positions WHERE topic = ? AND partition = ?", (topic, partition)
-            )
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)

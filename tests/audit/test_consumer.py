@@ -189,7 +189,7 @@ async def test_stop_drains_the_pending_batch_and_then_acknowledges_it(
     async with running_consumer(settings, slow, exchange, sqlite_url) as run:
 
         async def all_pending() -> bool:
-            return len(run.consumer._batch) == 50
+            return run.consumer.pending == 50
 
         await eventually(all_pending, "50 records pending in the batch")
         assert await run.consumer.store.count() == 0
