@@ -25,7 +25,8 @@ import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
-from audit_support import incident, running_consumer, sealed_incidents, verify_store, wait_until
+from audit_support import incident, running_consumer, sealed_incidents, verify_store
+from polling import eventually
 
 from services.audit import AuditSettings, EventKind, FindingKind, LogEvent
 from services.audit._chain import kafka_facts
@@ -150,7 +151,7 @@ async def test_a_broker_restarted_under_load_is_followed_in_few_epochs_and_nothi
             publishing = [
                 asyncio.create_task(_publish(own.bootstrap, topic, share, stop)) for share in shares
             ]
-            await wait_until(
+            await eventually(
                 lambda: _stored_at_least(consumer, 300), "records stored before the kill"
             )
             broker.kill()
@@ -169,7 +170,7 @@ async def test_a_broker_restarted_under_load_is_followed_in_few_epochs_and_nothi
                     set(latest.get(p, {})) >= set(records) for p, records in holds.items()
                 ) and all(s.stuck_ms == 0 for s in consumer.follower.status())
 
-            await wait_until(caught_up, "the consumer to hold the new log", timeout=60)
+            await eventually(caught_up, "the consumer to hold the new log", timeout=60)
             healthy, body = consumer.health.report()
             epochs = {s.partition.partition: s.epochs_started for s in consumer.follower.status()}
             resets_counted = sum(
