@@ -273,8 +273,9 @@ class Quarantine:
             auto_offset_reset="earliest",
             fetch_max_wait_ms=50,
         )
-        await reader.start()
         try:
+            # start() inside: a reader that failed to start still holds connections to close.
+            await reader.start()
             await reader.topics()  # fresh metadata
             numbers = reader.partitions_for_topic(self.topic)
             if not numbers:

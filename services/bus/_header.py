@@ -40,7 +40,11 @@ def _to_millis(value: datetime) -> datetime:
     # equal to what a reader decodes from the bus. The checks skip the costly
     # conversions in the common case (UTC, whole milliseconds).
     if value.utcoffset():
-        value = value.astimezone(UTC)
+        try:
+            value = value.astimezone(UTC)
+        except OverflowError:
+            # pydantic turns a ValueError into a field error; an OverflowError would be a 500.
+            raise ValueError("the instant in UTC is before year 1 or after 9999") from None
     extra = value.microsecond % 1000
     return value.replace(microsecond=value.microsecond - extra) if extra else value
 

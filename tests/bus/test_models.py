@@ -171,6 +171,12 @@ def _example(name: str) -> dict[str, Any]:
             "host_agency is the originator",
         ),
         (
+            "01",
+            lambda d: d.update(period_end="0001-01-01T00:00:00+03:02"),
+            "period_end",
+            "before year 1",
+        ),
+        (
             "07",
             lambda d: d["header"].update(confidence=None),
             "header.confidence",
