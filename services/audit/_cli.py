@@ -293,7 +293,7 @@ def verify_command(
     from services.audit._report import print_report  # noqa: PLC0415  # fast --help
     from services.audit._store import AuditStore  # noqa: PLC0415  # fast --help: SQLAlchemy
     from services.audit._verify import (  # noqa: PLC0415  # fast --help
-        Category,
+        FindingCategory,
         Verifier,
         VerifyReport,
     )
@@ -341,8 +341,8 @@ def verify_command(
 
     report = _run(main)
     print_report(report, out, details=details)
-    code = (EXIT_INTEGRITY if report.of(Category.INTEGRITY) else 0) | (
-        EXIT_TRUST if report.of(Category.TRUST) else 0
+    code = (EXIT_INTEGRITY if report.of(FindingCategory.INTEGRITY) else 0) | (
+        EXIT_TRUST if report.of(FindingCategory.TRUST) else 0
     )
     if code:
         raise typer.Exit(code)

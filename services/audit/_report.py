@@ -13,7 +13,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from services.audit._record import AuditRecord, Opening
-from services.audit._verify import Category, Finding, VerifyReport
+from services.audit._verify import Finding, FindingCategory, VerifyReport
 
 _UNBOUNDED = 1_000_000
 """A width no table of records reaches."""
@@ -149,7 +149,7 @@ def print_report(report: VerifyReport, console: Console, *, details: bool = Fals
         )
     console.print(table)
     for finding in report.findings:
-        colour = "red" if finding.category is Category.INTEGRITY else "yellow"
+        colour = "red" if finding.category is FindingCategory.INTEGRITY else "yellow"
         console.print(
             f"[bold {colour}]{finding.kind}[/] {finding.where}: {finding.detail}",
             highlight=False,
@@ -165,8 +165,8 @@ def print_report(report: VerifyReport, console: Console, *, details: bool = Fals
     extra.append(
         "compared with the broker" if report.broker_compared else "NOT compared with a broker"
     )
-    integrity = report.of(Category.INTEGRITY)
-    trust = report.of(Category.TRUST)
+    integrity = report.of(FindingCategory.INTEGRITY)
+    trust = report.of(FindingCategory.TRUST)
     if integrity:
         console.print(
             f"[bold red]integrity: {len(integrity)} finding(s)[/]: the store is not proven "

@@ -73,12 +73,12 @@ class FindingKind(StrEnum):
     """One message id stored under two proven originators (trust): two messages, one id."""
 
     @property
-    def category(self) -> Category:
+    def category(self) -> FindingCategory:
         """Whether the finding is about the store's integrity or about what it holds."""
-        return Category.TRUST if self in _TRUST else Category.INTEGRITY
+        return FindingCategory.TRUST if self in _TRUST else FindingCategory.INTEGRITY
 
 
-class Category(StrEnum):
+class FindingCategory(StrEnum):
     """The two questions ``verify`` answers; the exit status tells them apart."""
 
     INTEGRITY = "integrity"
@@ -125,7 +125,7 @@ class Finding:
     """One line per occurrence, when grouped (``oix audit verify --details``)."""
 
     @property
-    def category(self) -> Category:
+    def category(self) -> FindingCategory:
         """Integrity or trust."""
         return self.kind.category
 
@@ -189,7 +189,7 @@ class VerifyReport:
         """No finding at all."""
         return not self.findings
 
-    def of(self, category: Category) -> list[Finding]:
+    def of(self, category: FindingCategory) -> list[Finding]:
         """The findings of one category."""
         return [f for f in self.findings if f.category is category]
 
