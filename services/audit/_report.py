@@ -170,7 +170,7 @@ def print_report(report: VerifyReport, console: Console, *, details: bool = Fals
     if integrity:
         console.print(
             f"[bold red]integrity: {len(integrity)} finding(s)[/]: the store is not proven "
-            "complete and unaltered",
+            "complete and unchanged",
             highlight=False,
         )
     else:
