@@ -69,7 +69,13 @@ from services.bus._examples import Example, freshen, load_examples
 from services.bus._exchange import Exchange, key_file
 from services.bus._follower import Follower, PartitionStatus, Positions, record_digest
 from services.bus._header import GeoPoint, Location, MessageHeader, MessageLink, now
-from services.bus._kafka import client_options, consumer, producer_options, start_producer
+from services.bus._kafka import (
+    client_options,
+    consumer,
+    producer_options,
+    start_consumer,
+    start_producer,
+)
 from services.bus._logging import bind_message, configure_logging, get_logger, unbind_message
 from services.bus._opening import OpenerPool
 from services.bus._reports import (
@@ -281,6 +287,7 @@ __all__ = [
     "render_acls",
     "rotated_agreement",
     "settings_error",
+    "start_consumer",
     "start_producer",
     "stop_on_signals",
     "trace_id_of",

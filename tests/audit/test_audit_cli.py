@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from services.bus import (
     Exchange,
     IncidentReport,
     Settings,
+    free_port,
     freshen,
     load_examples,
 )
@@ -48,7 +50,11 @@ OIX = Path(sys.executable).parent / "oix"
 
 
 async def oix(
-    settings: Settings, url: str, *args: str, columns: str | None = "200"
+    settings: Settings,
+    url: str,
+    *args: str,
+    columns: str | None = "200",
+    metrics_port: str = "0",
 ) -> tuple[int, str, str]:
     """Run ``oix`` with the test's settings; returns exit code, stdout and stderr.
 
@@ -65,7 +71,7 @@ async def oix(
         "OIX_DATA_DIR": str(settings.data_dir),
         "OIX_LOG_FORMAT": "json",
         "OIX_AUDIT_DATABASE_URL": url,
-        "OIX_AUDIT_METRICS_PORT": "0",
+        "OIX_AUDIT_METRICS_PORT": metrics_port,
         **({"COLUMNS": columns} if columns else {}),
     }
     process = await asyncio.create_subprocess_exec(
@@ -378,3 +384,38 @@ async def test_a_store_past_the_broker_is_worded_for_what_is_known(sqlite_url: s
         "watermark is 4 now: either its log went backwards"
     )
     assert "or it served records past its high watermark" in finding.detail
+
+
+def _error_line(stderr: str) -> str:
+    """The one error line of a failed command: no traceback."""
+    assert "Traceback" not in stderr, stderr
+    lines = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, stderr
+    return lines[0]
+
+
+async def test_a_broker_that_cannot_be_reached_is_one_line_not_a_traceback(
+    settings: Settings, sqlite_url: str
+) -> None:
+    nowhere = settings.model_copy(update={"bootstrap": f"127.0.0.1:{free_port()}"})
+    for command in (("audit", "run", "--migrate"), ("audit", "verify")):
+        code, _, err = await oix(nowhere, sqlite_url, *command)
+        assert code == 2, err  # not 1: verify's exit 1 means integrity findings
+        assert f"cannot reach the broker at {nowhere.bootstrap}" in _error_line(err)
+        assert "Unclosed AIOKafkaConsumer" not in err
+
+
+async def test_a_taken_metrics_port_is_one_line_naming_the_variable(
+    settings: Settings, sqlite_url: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = await oix(
+            settings, sqlite_url, "audit", "run", "--migrate", metrics_port=str(port)
+        )
+    assert code == 2
+    line = _error_line(err)
+    assert f"OIX_AUDIT_METRICS_PORT: cannot listen on 127.0.0.1:{port}" in line
+    assert "set OIX_AUDIT_METRICS_PORT to a free port, or 0 for any free port" in line
