@@ -153,6 +153,39 @@ def test_keys_generate_writes_a_usable_key(tmp_path: Path) -> None:
     assert "refusing to overwrite" in _one_error_line(again)
 
 
+def test_keys_generate_writes_into_oix_keys_dir_by_default(tmp_path: Path) -> None:
+    # It wrote to ./keys, which git did not ignore: a private key could be committed.
+    keys = tmp_path / "made" / "keys"
+    done = oix(
+        "keys", "generate", "LT-VSAT", "--key-id", "LT-VSAT-test-2", env={"OIX_KEYS_DIR": str(keys)}
+    )
+    assert done.returncode == 0, done.stderr
+    path = keys / "LT-VSAT-test-2.pem"
+    assert f"private key written to {path}" in done.stdout
+    assert (path.stat().st_mode & 0o777, keys.stat().st_mode & 0o777) == (0o600, 0o700)
+    assert not (REPO / "keys" / "LT-VSAT-test-2.pem").exists()
+    again = oix(
+        "keys", "generate", "LT-VSAT", "--key-id", "LT-VSAT-test-2", env={"OIX_KEYS_DIR": str(keys)}
+    )
+    assert "refusing to overwrite" in _one_error_line(again)
+
+
+def test_git_ignores_private_keys_but_not_the_demo_keys() -> None:
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    candidates = ["keys/LT-VSAT-2026-1.pem", "deploy/keys/LT-VSAT-2026-2.pem"]
+    demo = [f"deploy/keys/{p.name}" for p in (REPO / "deploy" / "keys").glob("*-2026-1.pem")]
+    done = subprocess.run(
+        ["git", "check-ignore", "--no-index", *candidates, *demo],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=30,
+    )
+    assert sorted(done.stdout.split()) == sorted(candidates), done.stderr
+
+
 def test_agreement_check_reports_the_mistake(tmp_path: Path) -> None:
     broken = tmp_path / "agreement.yaml"
     broken.write_text(

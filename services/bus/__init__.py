@@ -67,6 +67,7 @@ from services.bus._errors import (
 from services.bus._evolution import Incompatibility, check_compatibility, release_schemas
 from services.bus._examples import Example, freshen, load_examples
 from services.bus._exchange import Exchange, key_file
+from services.bus._files import private_dir, private_sqlite, write_private
 from services.bus._follower import Follower, PartitionStatus, Positions, record_digest
 from services.bus._header import GeoPoint, Location, MessageHeader, MessageLink, now
 from services.bus._kafka import (
@@ -280,6 +281,8 @@ __all__ = [
     "parse_agreement",
     "parse_report",
     "plan_rotation",
+    "private_dir",
+    "private_sqlite",
     "producer_options",
     "read_fingerprint",
     "record_digest",
@@ -294,5 +297,6 @@ __all__ = [
     "unbind_message",
     "unified_diff",
     "wait_for_metadata",
+    "write_private",
     "write_private_key",
 ]
