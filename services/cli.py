@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 from services.host import (
     EXIT_CONFIG,
     HostedService,
+    broker_settings_or_exit,
     err,
     fail,
     out,
@@ -326,7 +327,7 @@ def provision(
     """
     from services.bus import provisioning  # noqa: PLC0415  # fast --help: librdkafka
 
-    settings = settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
+    settings = broker_settings_or_exit(bootstrap)
     exchange = _exchange(settings)
     try:
         layout = provisioning.Layout(replication_factor, min_insync_replicas)

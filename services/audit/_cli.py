@@ -16,7 +16,7 @@ from services.audit._broker_view import read_broker_view
 from services.audit._query import RecordQuery
 from services.audit._settings import AuditSettings, load_audit_settings
 from services.bus import ConfigError, Exchange, OixError, Settings, stop_on_signals
-from services.host import err, fail, out, run, settings_or_exit
+from services.host import broker_settings_or_exit, err, fail, out, run, settings_or_exit
 
 commands = typer.Typer(
     name="audit",
@@ -83,7 +83,7 @@ def run_command(
     # SQLAlchemy and the Prometheus client: not for `oix --help`.
     from services.audit._service import Running, run_audit  # noqa: PLC0415  # fast --help
 
-    settings = _settings(bootstrap)
+    settings = broker_settings_or_exit(bootstrap)
     audit = _audit_settings(database_url)
     if settings.bootstrap is None:
         raise _fail("no broker: set OIX_BOOTSTRAP or --bootstrap (or run `oix up`)")
@@ -298,7 +298,7 @@ def verify_command(
         VerifyReport,
     )
 
-    settings = _settings(bootstrap)
+    settings = _settings(bootstrap) if no_broker else broker_settings_or_exit(bootstrap)
     audit = _audit_settings(database_url)
     url = _url(settings, audit)
     if not no_broker and settings.bootstrap is None:
