@@ -26,7 +26,6 @@ from services.bus import (
     check_compatibility,
     generate_key_pair,
     key_block,
-    key_file,
     load_agreement,
     load_current,
     load_released,
@@ -45,6 +44,7 @@ if TYPE_CHECKING:
 from services.host import (
     EXIT_CONFIG,
     HostedService,
+    broker_settings_or_exit,
     err,
     fail,
     out,
@@ -181,18 +181,26 @@ def schemas_list() -> None:
 def keys_generate(
     party: Annotated[str, typer.Argument(help="Agency code, e.g. LT-VSAT.")],
     key_id: Annotated[str | None, typer.Option(help="Defaults to <PARTY>-<year>-1.")] = None,
-    out_dir: Annotated[Path, typer.Option(help="Where the private key file goes.")] = Path("keys"),
+    out_dir: Annotated[
+        Path | None, typer.Option(help="Where the private key file goes; defaults to OIX_KEYS_DIR.")
+    ] = None,
 ) -> None:
-    """Make an Ed25519 key pair: the private key file, and the public key for the agreement."""
+    """Make an Ed25519 key pair: the private key file (mode 600), and the agreement's public key.
+
+    The file is never overwritten; its directory is made 700 if it does not exist.
+    """
     kid = key_id or f"{party}-{dt.datetime.now(dt.UTC).year}-1"
-    path = key_file(out_dir, kid)
-    if path.exists():
-        raise fail(f"{path} exists; refusing to overwrite a private key")
+    directory = out_dir or settings_or_exit().keys_dir
     pair = generate_key_pair()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path.touch(mode=0o600)
-    path.write_bytes(pair.private_pem)
-    out.print(f"private key written to {path} (keep it secret; mode 600)")
+    try:
+        path = write_private_key(directory, kid, pair.private_pem)
+    except OixError as exc:
+        raise fail(str(exc)) from None
+    out.print(
+        f"private key written to {path} (keep it secret; mode 600)",
+        highlight=False,
+        soft_wrap=True,
+    )
     out.print("add this to the party's keys in the agreement:")
     out.print(f"      - id: {kid}\n        public_key: {pair.public_b64}", highlight=False)
 
@@ -319,7 +327,7 @@ def provision(
     """
     from services.bus import provisioning  # noqa: PLC0415  # fast --help: librdkafka
 
-    settings = settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
+    settings = broker_settings_or_exit(bootstrap)
     exchange = _exchange(settings)
     try:
         layout = provisioning.Layout(replication_factor, min_insync_replicas)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -153,6 +154,39 @@ def test_keys_generate_writes_a_usable_key(tmp_path: Path) -> None:
     assert "refusing to overwrite" in _one_error_line(again)
 
 
+def test_keys_generate_writes_into_oix_keys_dir_by_default(tmp_path: Path) -> None:
+    # It wrote to ./keys, which git did not ignore: a private key could be committed.
+    keys = tmp_path / "made" / "keys"
+    done = oix(
+        "keys", "generate", "LT-VSAT", "--key-id", "LT-VSAT-test-2", env={"OIX_KEYS_DIR": str(keys)}
+    )
+    assert done.returncode == 0, done.stderr
+    path = keys / "LT-VSAT-test-2.pem"
+    assert f"private key written to {path}" in done.stdout
+    assert (path.stat().st_mode & 0o777, keys.stat().st_mode & 0o777) == (0o600, 0o700)
+    assert not (REPO / "keys" / "LT-VSAT-test-2.pem").exists()
+    again = oix(
+        "keys", "generate", "LT-VSAT", "--key-id", "LT-VSAT-test-2", env={"OIX_KEYS_DIR": str(keys)}
+    )
+    assert "refusing to overwrite" in _one_error_line(again)
+
+
+def test_git_ignores_private_keys_but_not_the_demo_keys() -> None:
+    if not (REPO / ".git").exists():
+        pytest.skip("not a git checkout")
+    candidates = ["keys/LT-VSAT-2026-1.pem", "deploy/keys/LT-VSAT-2026-2.pem"]
+    demo = [f"deploy/keys/{p.name}" for p in (REPO / "deploy" / "keys").glob("*-2026-1.pem")]
+    done = subprocess.run(
+        ["git", "check-ignore", "--no-index", *candidates, *demo],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
+        timeout=30,
+    )
+    assert sorted(done.stdout.split()) == sorted(candidates), done.stderr
+
+
 def test_agreement_check_reports_the_mistake(tmp_path: Path) -> None:
     broken = tmp_path / "agreement.yaml"
     broken.write_text(
@@ -193,7 +227,7 @@ async def test_demo_publishes_every_example(
 def _up_env(tmp_path: Path, **ports: str) -> dict[str, str]:
     """``oix up`` on free ports (0), not the defaults a `make up` beside the tests holds."""
     return {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "OIX_BOOTSTRAP"},
         "OIX_LOG_FORMAT": "json",
         "OIX_DATA_DIR": str(tmp_path / "data"),
         "OIX_GATEWAY_PORT": "0",
@@ -202,7 +236,22 @@ def _up_env(tmp_path: Path, **ports: str) -> dict[str, str]:
     }
 
 
-def test_up_starts_prints_endpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+def _beside(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """An ``oix`` command run beside ``oix up``: same directory and data, no OIX_BOOTSTRAP."""
+    return subprocess.run(
+        [*OIX, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+        env=_up_env(tmp_path),
+        check=False,
+    )
+
+
+def test_up_starts_prints_endpoints_is_found_by_other_commands_and_stops_on_ctrl_c(
+    tmp_path: Path,
+) -> None:
     process = subprocess.Popen(
         [*OIX, "up"],
         stdout=subprocess.PIPE,
@@ -212,6 +261,8 @@ def test_up_starts_prints_endpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         env=_up_env(tmp_path),
     )
     lines: list[str] = []
+    data = tmp_path / "data"
+    state = data / "up.json"
     try:
         assert process.stdout is not None
         deadline = time.monotonic() + 90
@@ -224,6 +275,29 @@ def test_up_starts_prints_endpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
                 break
         assert any(line.startswith("broker     kafka://127.0.0.1:") for line in lines), lines
         assert any(line.startswith("ready") for line in lines), lines
+        bootstrap = next(line for line in lines if line.startswith("broker")).split("//")[1]
+        bootstrap = bootstrap.split()[0]
+
+        # Issue 8: after `make up`, `oix demo` and `oix audit verify` said "no broker"
+        # unless OIX_BOOTSTRAP was set to the port `make up` had printed.
+        running = json.loads(state.read_text(encoding="utf-8"))
+        assert (running["pid"], running["bootstrap"]) == (process.pid, bootstrap)
+        assert any(e.endswith("/docs") for e in running["endpoints"]["gateway"]), running
+        assert "oixgw_" not in state.read_text(encoding="utf-8")  # the example tokens are not
+        assert (_mode(data), _mode(state), _mode(data / "audit.db")) == (0o700, 0o600, 0o600)
+        found = f"using the broker of the oix up running as pid {process.pid}: {bootstrap}"
+        demo = _beside(tmp_path, "demo", "--rounds", "1", "--interval", "0")
+        assert demo.returncode == 0, demo.stderr
+        assert found in demo.stderr
+        verify = _beside(tmp_path, "audit", "verify", "--no-signatures")
+        assert verify.returncode == 0, verify.stdout + verify.stderr
+        assert found in verify.stderr
+        assert "compared with the broker" in verify.stdout
+        second = _beside(tmp_path, "up")
+        assert f"another oix up (pid {process.pid}) runs with OIX_DATA_DIR=" in _one_error_line(
+            second
+        )
+
         process.send_signal(signal.SIGINT)
         rest, _ = process.communicate(timeout=60)
         assert process.returncode == 0, rest
@@ -232,6 +306,17 @@ def test_up_starts_prints_endpoints_and_stops_on_ctrl_c(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+    assert not state.exists()  # a clean stop removes it
+
+    # What a killed `oix up` leaves is stale: its pid is gone.
+    state.write_text(json.dumps({"pid": process.pid, "bootstrap": bootstrap}), encoding="utf-8")
+    demo = _beside(tmp_path, "demo")
+    assert f"the oix up that wrote it (pid {process.pid}) is gone" in demo.stderr
+    assert "no broker: set OIX_BOOTSTRAP" in _one_error_line(demo)
+
+
+def _mode(path: Path) -> int:
+    return path.stat().st_mode & 0o777
 
 
 @pytest.mark.parametrize("variable", ["OIX_GATEWAY_PORT", "OIX_AUDIT_METRICS_PORT"])

@@ -34,6 +34,7 @@ from ._store import PartitionExtent as PartitionExtent
 from ._store import PartitionHead as PartitionHead
 from ._up import run_in_up as run_in_up
 from ._verify import Finding as Finding
+from ._verify import FindingCategory as FindingCategory
 from ._verify import FindingKind as FindingKind
 from ._verify import PartitionSummary as PartitionSummary
 from ._verify import Verifier as Verifier

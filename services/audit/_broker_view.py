@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 
-from services.bus import BrokerError, Settings, TopicNaming, consumer
+from services.bus import BrokerError, Settings, TopicNaming, consumer, start_consumer
 
 Partition = tuple[str, int]
 
@@ -41,10 +41,11 @@ async def read_broker_view(
     """Log start, high watermark and committed offset of every OIX partition.
 
     Raises:
-        BrokerError: the broker did not answer for every partition within ``timeout``.
+        BrokerError: the broker cannot be reached, or did not answer for every partition
+            within ``timeout``.
     """
     client = consumer(settings, bootstrap, group_id=group_id, fetch_max_wait_ms=100)
-    await client.start()
+    await start_consumer(client, settings, bootstrap)
     try:
         pattern = re.compile(naming.party_prefix_pattern)
         topics = sorted(t for t in await client.topics() if pattern.match(t))

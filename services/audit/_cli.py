@@ -16,7 +16,7 @@ from services.audit._broker_view import read_broker_view
 from services.audit._query import RecordQuery
 from services.audit._settings import AuditSettings, load_audit_settings
 from services.bus import ConfigError, Exchange, OixError, Settings, stop_on_signals
-from services.host import err, fail, out, run, settings_or_exit
+from services.host import broker_settings_or_exit, err, fail, out, run, settings_or_exit
 
 commands = typer.Typer(
     name="audit",
@@ -24,8 +24,15 @@ commands = typer.Typer(
     no_args_is_help=True,
 )
 
-EXIT_FINDINGS = 1
+EXIT_INTEGRITY = 1
+"""``verify``: the store is not proven complete and unaltered."""
 EXIT_ERROR = 2
+"""Could not run (settings, store or broker unreachable)."""
+EXIT_TRUST = 4
+"""``verify``: records that prove no originator, or a message id under two originators.
+
+The codes add up: 5 is both kinds of finding.
+"""
 T = TypeVar("T")
 
 DatabaseUrl = Annotated[
@@ -76,7 +83,7 @@ def run_command(
     # SQLAlchemy and the Prometheus client: not for `oix --help`.
     from services.audit._service import Running, run_audit  # noqa: PLC0415  # fast --help
 
-    settings = _settings(bootstrap)
+    settings = broker_settings_or_exit(bootstrap)
     audit = _audit_settings(database_url)
     if settings.bootstrap is None:
         raise _fail("no broker: set OIX_BOOTSTRAP or --bootstrap (or run `oix up`)")
@@ -175,7 +182,16 @@ def query_command(
             help="With --originator: also records that only claim it (any status but valid).",
         ),
     ] = False,
-    limit: Annotated[int, typer.Option(help="At most this many records.")] = 100,
+    reused: Annotated[
+        bool,
+        typer.Option(
+            "--reused",
+            help="Only message ids stored under more than one proven originator (both shown).",
+        ),
+    ] = False,
+    limit: Annotated[
+        int, typer.Option(help="At most this many records (a note on stderr when it cuts).")
+    ] = 100,
     json_lines: Annotated[
         bool, typer.Option("--json", help="One JSON object per record, every field.")
     ] = False,
@@ -200,24 +216,32 @@ def query_command(
             to_offset=to_offset,
             signature_status=status,
             unproven=include_unproven,
+            reused=reused,
             limit=limit,
         )
     except ValueError as exc:
         raise _fail(str(exc)) from None
 
-    async def main() -> list[Any]:
+    async def main() -> tuple[list[Any], bool]:
         store = await AuditStore.open(url)
         try:
-            return await store.query(query)
+            return await store.query_page(query)
         finally:
             await store.close()
 
-    found = _run(main)
+    found, cut = _run(main)
     now = _reopened(settings, found)
     if json_lines:
         print_records_json(found, out, now)
     else:
         print_records(found, out, now)
+    if cut:
+        err.print(
+            f"note: only the first {limit} matching records are shown; more match "
+            "(raise --limit, or narrow the query)",
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def _reopened(settings: Settings, found: list[Any]) -> list[Any] | None:
@@ -244,21 +268,37 @@ def verify_command(
     no_signatures: Annotated[
         bool, typer.Option("--no-signatures", help="Do not verify signatures again.")
     ] = False,
+    details: Annotated[
+        bool,
+        typer.Option(
+            "--details", help="List every occurrence a grouped finding stands for, one a line."
+        ),
+    ] = False,
 ) -> None:
-    """Prove the store complete and unaltered; exit 1 on any finding, 2 if it cannot check.
+    """Prove the store complete and unaltered, and say what in it proves nothing.
 
-    Recomputes every hash chain, checks that offsets are contiguous, verifies
-    signatures again and compares the store with the broker's log-start and
-    high-watermark offsets (lag is reported apart from loss).
+    Integrity: recomputes every hash chain, checks that offsets are contiguous,
+    verifies signatures again and compares the store with the broker's
+    log-start and high-watermark offsets (lag is reported apart from loss).
+    Trust: records that prove no originator (invalid, unsigned, unknown key or
+    schema, undecodable) and their quarantine copies, and message ids stored
+    under two proven originators.
+
+    Exit status: 0 no finding; 1 integrity findings; 4 trust findings; 5 both;
+    2 could not verify (settings, store, broker).
     """
     from rich.progress import Progress  # noqa: PLC0415  # fast --help
 
     from services.audit._opening import RecordOpener  # noqa: PLC0415  # fast --help: multiprocessing
     from services.audit._report import print_report  # noqa: PLC0415  # fast --help
     from services.audit._store import AuditStore  # noqa: PLC0415  # fast --help: SQLAlchemy
-    from services.audit._verify import Verifier, VerifyReport  # noqa: PLC0415  # fast --help
+    from services.audit._verify import (  # noqa: PLC0415  # fast --help
+        FindingCategory,
+        Verifier,
+        VerifyReport,
+    )
 
-    settings = _settings(bootstrap)
+    settings = _settings(bootstrap) if no_broker else broker_settings_or_exit(bootstrap)
     audit = _audit_settings(database_url)
     url = _url(settings, audit)
     if not no_broker and settings.bootstrap is None:
@@ -287,7 +327,10 @@ def verify_command(
             with Progress(console=err, transient=True, disable=not err.is_terminal) as progress:
                 task = progress.add_task("verifying", total=None)
                 verifier = Verifier(
-                    store, signatures, on_progress=lambda n: progress.advance(task, n)
+                    store,
+                    signatures,
+                    on_progress=lambda n: progress.advance(task, n),
+                    quarantine_topic=exchange.naming.quarantine,
                 )
                 progress.update(task, total=await verifier.total_rows())
                 return await verifier.run(broker)
@@ -297,6 +340,9 @@ def verify_command(
             await store.close()
 
     report = _run(main)
-    print_report(report, out)
-    if not report.ok:
-        raise typer.Exit(EXIT_FINDINGS)
+    print_report(report, out, details=details)
+    code = (EXIT_INTEGRITY if report.of(FindingCategory.INTEGRITY) else 0) | (
+        EXIT_TRUST if report.of(FindingCategory.TRUST) else 0
+    )
+    if code:
+        raise typer.Exit(code)

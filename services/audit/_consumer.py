@@ -18,7 +18,6 @@ written (:meth:`AuditConsumer._write`), and what it reports (metrics, health).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -137,7 +136,6 @@ class AuditConsumer:
         """Set once partitions were assigned and positioned from the store."""
         self._heads: dict[Partition, bytes] = {}
         self._stored_next: dict[Partition, int | None] = {}
-        self._watched: set[TopicPartition] = set()
         self._stop = asyncio.Event()
         # Quarantine: copies of the untrusted records each committed batch holds.
         self.quarantine = Quarantine(
@@ -171,6 +169,7 @@ class AuditConsumer:
             raise
         self.health.consuming = True
         self.health.stuck_after_ms = audit.stuck_after_ms
+        self.health.max_epochs_per_minute = audit.max_epochs_per_minute
         self.health.follower = self._follower
         log.info(
             "audit consumer started",
@@ -337,18 +336,12 @@ class AuditConsumer:
                 metrics.log_events.labels(str(event.kind)).inc()
                 if event.kind is EventKind.LOG_RESET:
                     metrics.epochs_started.labels(event.topic, str(event.partition)).inc()
-        followed = set()
+                    self.health.epoch_started(f"{event.topic}[{event.partition}]")
         for status in self._follower.status():
             tp = status.partition
-            followed.add(tp)
-            labels = (tp.topic, str(tp.partition))
             if status.highwater is not None:
                 stored = self._stored_next.get(_where(tp)) or 0
-                metrics.lag.labels(*labels).set(max(0, status.highwater - stored))
-            metrics.stuck_seconds.labels(*labels).set(status.stuck_ms / 1000)
-        for tp in self._watched - followed:
-            for gauge in (metrics.lag, metrics.stuck_seconds):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(tp.topic, str(tp.partition))
-        self._watched = followed
-        metrics.assigned_partitions.set(len(followed))
+                metrics.lag.labels(tp.topic, str(tp.partition)).set(
+                    max(0, status.highwater - stored)
+                )
+        metrics.observe(self._follower)

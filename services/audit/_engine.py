@@ -16,6 +16,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from services.bus import private_sqlite
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -25,9 +27,9 @@ def is_sqlite(url: str) -> bool:
 
 
 def sqlite_path(url: str) -> Path | None:
-    """The database file of a SQLite URL."""
+    """The database file of a SQLite URL (None for an in-memory database)."""
     database = make_url(url).database
-    return Path(database) if database else None
+    return Path(database) if database and database != ":memory:" else None
 
 
 def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
@@ -37,7 +39,8 @@ def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
         return create_async_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
     path = sqlite_path(url)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        # Decoded reports, possibly personal data: the owner's only (WAL and SHM follow).
+        private_sqlite(path)
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
 

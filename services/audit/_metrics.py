@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from dataclasses import dataclass
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import orjson
 from prometheus_client import (
@@ -22,9 +26,17 @@ from prometheus_client import (
     generate_latest,
 )
 
-from services.bus import ConfigError, Follower, get_logger
+from services.bus import ConfigError, PartitionStatus, get_logger
 
 log = get_logger(__name__)
+
+
+class Following(Protocol):
+    """What health and metrics ask of a partition follower (:class:`~services.bus.Follower`)."""
+
+    def status(self) -> list[PartitionStatus]: ...
+    def idle_ms(self) -> int: ...
+
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 
@@ -112,6 +124,31 @@ class AuditMetrics:
             "Partitions assigned to this consumer.",
             registry=self.registry,
         )
+        self.fetch_idle_seconds = Gauge(
+            "oix_audit_fetch_idle_seconds",
+            "How long since the consume loop last fetched (a hung loop shows here).",
+            registry=self.registry,
+        )
+        self._followed: set[tuple[str, str]] = set()
+
+    def observe(self, follower: Following) -> None:
+        """Stuck times and the loop's idleness, from the follower as it is now.
+
+        Called after every fetch and at every scrape, so that a loop that stopped
+        fetching does not leave the gauges as they were when it stopped.
+        """
+        followed = set()
+        for status in follower.status():
+            labels = (status.partition.topic, str(status.partition.partition))
+            followed.add(labels)
+            self.stuck_seconds.labels(*labels).set(status.stuck_ms / 1000)
+        for labels in self._followed - followed:
+            for gauge in (self.lag, self.stuck_seconds):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(*labels)
+        self._followed = followed
+        self.assigned_partitions.set(len(followed))
+        self.fetch_idle_seconds.set(follower.idle_ms() / 1000)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
@@ -125,14 +162,37 @@ class Health:
     A partition is stuck when it has not advanced for ``stuck_after_ms`` while
     the broker's high watermark was past it; the consume loop is stuck when it
     has not fetched for as long. ``follower`` is asked at each request, so a
-    loop that hangs shows too.
+    loop that hangs shows too. Epochs begun per partition in the last minute
+    are shown; more than ``max_epochs_per_minute`` on one is a loop (a broker
+    restart begins one or two), and unhealthy.
     """
 
     consuming: bool = False
     store_available: bool = True
     problem: str = ""
     stuck_after_ms: int = 60_000
-    follower: Follower | None = None
+    follower: Following | None = None
+    max_epochs_per_minute: int = 3
+    """More epochs begun on one partition within a minute is a loop, not a broker restart."""
+    clock: Callable[[], float] = time.monotonic
+    _epochs: dict[str, deque[float]] = field(default_factory=dict, init=False, repr=False)
+
+    def epoch_started(self, where: str) -> None:
+        """A new epoch began on ``where`` (``topic[partition]``): its log went backwards."""
+        self._epochs.setdefault(where, deque()).append(self.clock())
+
+    def epochs_last_minute(self) -> dict[str, int]:
+        """Epochs begun in the last minute, per partition that began any."""
+        since = self.clock() - 60.0
+        found = {}
+        for where, times in list(self._epochs.items()):
+            while times and times[0] <= since:
+                times.popleft()
+            if times:
+                found[where] = len(times)
+            else:
+                del self._epochs[where]
+        return found
 
     def stuck(self) -> list[str]:
         """What has not advanced for ``stuck_after_ms``: each ``topic[partition]``, or the loop."""
@@ -151,7 +211,7 @@ class Health:
     @property
     def ok(self) -> bool:
         """Healthy."""
-        return self.consuming and self.store_available and not self.stuck()
+        return self.report()[0]
 
     def body(self) -> bytes:
         """The JSON body of ``/healthz``."""
@@ -160,18 +220,27 @@ class Health:
     def report(self) -> tuple[bool, bytes]:
         """Whether healthy, and the JSON body of ``/healthz`` saying so, from one look."""
         stuck = self.stuck()
-        ok = self.consuming and self.store_available and not stuck
+        epochs = self.epochs_last_minute()
+        looping = sorted(w for w, n in epochs.items() if n > self.max_epochs_per_minute)
+        ok = self.consuming and self.store_available and not stuck and not looping
         problem = self.problem
         if stuck and not problem:
             problem = (
                 f"not advancing for {self.stuck_after_ms} ms while the broker holds more: "
                 + ", ".join(stuck)
             )
+        if looping and not problem:
+            problem = (
+                f"more than {self.max_epochs_per_minute} epochs begun in the last minute on "
+                + ", ".join(f"{w} ({epochs[w]})" for w in looping)
+                + ": the broker keeps serving a log that looks replaced"
+            )
         body = orjson.dumps(
             {
                 "status": "ok" if ok else "unavailable",
                 "problem": problem or None,
                 "stuck_partitions": stuck,
+                "epochs_last_minute": epochs,
             },
         )
         return ok, body
@@ -220,6 +289,8 @@ class MetricsServer:
             if method != "GET":
                 status, kind, body = "405 Method Not Allowed", "text/plain", b"GET only\n"
             elif path == "/metrics":
+                if self.health.follower is not None:
+                    self.metrics.observe(self.health.follower)
                 status, kind, body = "200 OK", CONTENT_TYPE_LATEST, self.metrics.render()
             elif path == "/healthz":
                 ok, body = self.health.report()

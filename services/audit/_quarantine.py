@@ -34,7 +34,7 @@ from aiokafka.errors import KafkaError
 
 from services.audit._errors import StoreUnavailableError
 from services.audit._metrics import AuditMetrics
-from services.audit._record import AuditRecord
+from services.audit._record import AuditRecord, coordinates_key, reason_of
 from services.audit._store import AuditStore, Partition
 from services.bus import (
     H_QUARANTINE_DETAIL,
@@ -45,7 +45,6 @@ from services.bus import (
     H_QUARANTINE_TIMESTAMP,
     H_QUARANTINE_TOPIC,
     Settings,
-    SignatureStatus,
     TopicNaming,
     client_options,
     get_logger,
@@ -58,25 +57,6 @@ _POLL_S = 0.5
 _FIRST_BACKOFF_S = 0.2
 _MAX_BACKOFF_S = 5.0
 _TAIL_TIMEOUT_S = 30.0
-
-
-def coordinates_key(topic: str, partition: int, epoch: int, offset: int) -> bytes:
-    """The key of a quarantine copy: the original's ``topic/partition/epoch/offset``.
-
-    Topic names cannot hold ``/``; the epoch tells apart two records at one
-    offset of a log that went backwards (see ``docs/audit.md``).
-    """
-    return f"{topic}/{partition}/{epoch}/{offset}".encode()
-
-
-def reason_of(record: AuditRecord) -> str:
-    """Why ``record`` cannot be trusted, as one word (the ``oix-quarantine-reason`` header)."""
-    status = record.signature_status
-    if status not in {SignatureStatus.VALID, SignatureStatus.UNVERIFIED_ORIGIN}:
-        return status  # invalid, unsigned, unknown_key: the signature says enough
-    if record.unknown_schema:
-        return "unknown_schema"
-    return "undecodable"
 
 
 def _detail(record: AuditRecord) -> str:

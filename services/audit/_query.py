@@ -32,6 +32,10 @@ class RecordQuery:
     ``valid``: decoded, and signed by that originator's own key), unless
     ``unproven`` is set or a ``signature_status`` is asked for: a header's or an
     unverified content's claim is never presented as the sender.
+
+    ``reused`` keeps only proven records whose message id is also stored
+    under another proven originator (ordered by message id): one id naming two
+    different messages, since a message is (originator, message id).
     """
 
     message_id: str | None = None
@@ -46,6 +50,7 @@ class RecordQuery:
     to_offset: int | None = None
     signature_status: str | None = None
     unproven: bool = False
+    reused: bool = False
     limit: int = 100
 
     def __post_init__(self) -> None:

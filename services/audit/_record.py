@@ -81,6 +81,25 @@ class AuditRecord(NamedTuple):
 COLUMNS: tuple[str, ...] = AuditRecord._fields
 
 
+def coordinates_key(topic: str, partition: int, epoch: int, offset: int) -> bytes:
+    """The key of a quarantine copy: the original's ``topic/partition/epoch/offset``.
+
+    Topic names cannot hold ``/``; the epoch tells apart two records at one
+    offset of a log that went backwards (see ``docs/audit.md``).
+    """
+    return f"{topic}/{partition}/{epoch}/{offset}".encode()
+
+
+def reason_of(record: AuditRecord) -> str:
+    """Why ``record`` cannot be trusted, as one word (the ``oix-quarantine-reason`` header)."""
+    status = record.signature_status
+    if status not in {SignatureStatus.VALID, SignatureStatus.UNVERIFIED_ORIGIN}:
+        return status  # invalid, unsigned, unknown_key: the signature says enough
+    if record.unknown_schema:
+        return "unknown_schema"
+    return "undecodable"
+
+
 def encode_headers(headers: Headers) -> str:
     """Kafka headers as JSON text, order and duplicates kept, every byte recoverable.
 

@@ -9,10 +9,14 @@ from typing import Any
 
 import orjson
 from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from services.audit._record import AuditRecord, Opening
-from services.audit._verify import VerifyReport
+from services.audit._verify import Finding, FindingCategory, VerifyReport
+
+_UNBOUNDED = 1_000_000
+"""A width no table of records reaches."""
 
 
 def _kafka_time(millis: int) -> str:
@@ -112,12 +116,19 @@ def print_records(
             _status(r, opening),
             style="" if r.trusted else "red",
         )
+    if not console.is_terminal:
+        # Piped to a file or a program: every column whole, not cut to 80 columns.
+        needed = Measurement.get(console, console.options.update_width(_UNBOUNDED), table)
+        console = Console(file=console.file, width=max(needed.maximum, console.width))
     console.print(table)
     console.print(f"{len(records)} record(s)", highlight=False)
 
 
-def print_report(report: VerifyReport, console: Console) -> None:
-    """The verification report: partitions, findings, and one line that says what it proves."""
+def print_report(report: VerifyReport, console: Console, *, details: bool = False) -> None:
+    """The verification report: partitions, findings, and what it proves, integrity and trust apart.
+
+    ``details`` lists every occurrence a grouped finding stands for.
+    """
     table = Table(
         "partition", "epoch", "rows", "stored offsets", "broker offsets", "lag", "chain head", ""
     )
@@ -138,11 +149,15 @@ def print_report(report: VerifyReport, console: Console) -> None:
         )
     console.print(table)
     for finding in report.findings:
+        colour = "red" if finding.category is FindingCategory.INTEGRITY else "yellow"
         console.print(
-            f"[bold red]{finding.kind}[/] {finding.where}: {finding.detail}",
+            f"[bold {colour}]{finding.kind}[/] {finding.where}: {finding.detail}",
             highlight=False,
             soft_wrap=True,
         )
+        if details:
+            for line in finding.details:
+                console.print(f"    {line}", highlight=False, soft_wrap=True, markup=False)
     checked = f"{report.rows} records in {len(report.partitions)} partitions"
     extra = []
     if report.signatures_checked:
@@ -150,15 +165,26 @@ def print_report(report: VerifyReport, console: Console) -> None:
     extra.append(
         "compared with the broker" if report.broker_compared else "NOT compared with a broker"
     )
-    if report.ok:
+    integrity = report.of(FindingCategory.INTEGRITY)
+    trust = report.of(FindingCategory.TRUST)
+    if integrity:
         console.print(
-            f"[bold green]OK[/]: {checked}; hash chains intact, no gaps, nothing missing; "
-            f"{'; '.join(extra)}",
+            f"[bold red]integrity: {len(integrity)} finding(s)[/]: the store is not proven "
+            "complete and unchanged",
             highlight=False,
         )
     else:
         console.print(
-            f"[bold red]{len(report.findings)} finding(s)[/] in {checked}; {'; '.join(extra)}",
+            "[bold green]integrity: ok[/]: hash chains intact, no gaps, nothing missing",
+            highlight=False,
+        )
+    console.print(_trust_line(report, trust), highlight=False, soft_wrap=True)
+    if report.ok:
+        console.print(f"[bold green]OK[/]: {checked}; {'; '.join(extra)}", highlight=False)
+    else:
+        console.print(
+            f"[bold red]{len(report.findings)} finding(s)[/] in {checked} "
+            f"({len(integrity)} integrity, {len(trust)} trust); {'; '.join(extra)}",
             highlight=False,
         )
     if report.broker_compared:
@@ -166,3 +192,24 @@ def print_report(report: VerifyReport, console: Console) -> None:
             f"lag: {report.lag} record(s) on the broker not stored yet (not a loss)",
             highlight=False,
         )
+
+
+def _trust_line(report: VerifyReport, trust: Sequence[Finding]) -> str:
+    """Untrusted records by reason, their quarantine copies, reused message ids."""
+    untrusted = sum(report.untrusted.values())
+    if not trust:
+        line = "[bold green]trust: ok[/]: every record proves its originator, no message id reused"
+    else:
+        line = f"[bold yellow]trust: {len(trust)} finding(s)[/]: "
+        parts = []
+        if untrusted:
+            reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(report.untrusted.items()))
+            parts.append(f"{untrusted} record(s) prove no originator ({reasons})")
+        if report.reused_ids:
+            parts.append(f"{report.reused_ids} message id(s) stored under two proven originators")
+        line += "; ".join(parts)
+    if report.quarantined is not None and untrusted:
+        line += f"; {report.quarantined} of {untrusted} copied to the quarantine topic" + (
+            "" if report.quarantined == untrusted else " (the rest pending, or not yet stored)"
+        )
+    return line

@@ -67,6 +67,14 @@ class AuditSettings(BaseSettings):
             "broker's log holds more."
         ),
     )
+    max_epochs_per_minute: int = Field(
+        default=3,
+        ge=1,
+        description=(
+            "/healthz turns 503 when more epochs than this began on one partition within a "
+            "minute: a loop (a broker restart begins one or two)."
+        ),
+    )
     retry_max_backoff_ms: int = Field(default=5000, ge=10)
     drain_timeout_s: float = Field(default=30.0, gt=0)
     commit_interval_ms: int = Field(default=1000, ge=10)

@@ -69,6 +69,24 @@ class PartitionExtent:
     count: int
 
 
+_PROVEN = (
+    _R.signature_status == str(SignatureStatus.VALID),
+    _R.decode_error.is_(None),
+    _R.message_id.is_not(None),
+)
+"""A record that proves its originator (see :attr:`AuditRecord.trusted`)."""
+
+
+def _reused_ids() -> sa.Select[tuple[str]]:
+    """Message ids stored under more than one proven originator."""
+    return (
+        sa.select(_R.message_id)
+        .where(*_PROVEN)
+        .group_by(_R.message_id)
+        .having(sa.func.count(sa.distinct(_R.originator)) > 1)
+    )
+
+
 def _utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
@@ -282,8 +300,8 @@ class AuditStore:
 
     # -- the auditor's side ----------------------------------------------------------------
 
-    async def query(self, query: RecordQuery) -> list[AuditRecord]:
-        """Stored records matching every filter of ``query``."""
+    async def query(self, query: RecordQuery, *, more: int = 0) -> list[AuditRecord]:
+        """Stored records matching every filter of ``query`` (``more`` beyond its limit)."""
         statement = _SELECT_RECORDS
         conditions: list[sa.ColumnElement[bool]] = []
         for column, value in (
@@ -299,6 +317,8 @@ class AuditStore:
                 conditions.append(column == value)
         if query.proven_originator_only:
             conditions.append(_R.signature_status == str(SignatureStatus.VALID))
+        if query.reused:
+            conditions += [*_PROVEN, _R.message_id.in_(_reused_ids())]
         if query.since is not None:
             conditions.append(_R.kafka_timestamp >= to_millis(query.since))
         if query.until is not None:
@@ -308,10 +328,30 @@ class AuditStore:
         if query.to_offset is not None:
             conditions.append(_R.kafka_offset <= query.to_offset)
         order = _ORDER if query.topic is not None else (_R.kafka_timestamp, *_ORDER)
-        statement = statement.where(*conditions).order_by(*order).limit(query.limit)
+        if query.reused:
+            order = (_R.message_id, *order)
+        statement = statement.where(*conditions).order_by(*order).limit(query.limit + more)
         async with self._reader.connect() as connection:
             result = await connection.execute(statement)
             return [_record(row) for row in result]
+
+    async def query_page(self, query: RecordQuery) -> tuple[list[AuditRecord], bool]:
+        """Like :meth:`query`, and whether ``query.limit`` cut the result short."""
+        found = await self.query(query, more=1)
+        return found[: query.limit], len(found) > query.limit
+
+    async def reused_message_ids(self) -> list[AuditRecord]:
+        """The proven records of every message id stored under more than one proven originator.
+
+        A message is (originator, message id): the same id from two parties
+        names two different messages, which consumers that deduplicate by id
+        alone would confuse. Ordered by message id, then Kafka timestamp.
+        """
+        statement = _SELECT_RECORDS.where(*_PROVEN, _R.message_id.in_(_reused_ids())).order_by(
+            _R.message_id, _R.kafka_timestamp, *_ORDER
+        )
+        async with self._reader.connect() as connection:
+            return [_record(row) for row in await connection.execute(statement)]
 
     async def scan(
         self, topic: str, partition: int, after: tuple[int, int] | None, limit: int

@@ -14,20 +14,30 @@ the broker still holds must be in the store, except those it has not reached
 yet (lag, reported apart from loss); the store must not reach past the
 broker's log (a log that went backwards unnoticed); nothing acknowledged to
 Kafka may be missing. Log resets and vanished offsets the consumer recorded
-are findings too: across them completeness cannot be proven.
+are findings too: across them completeness cannot be proven. These are
+**integrity** findings: the store is not proven complete and unaltered.
+
+**Trust** findings are apart: the store may be intact and still hold records
+that prove nothing (stored as ``invalid``, ``unsigned``, ``unknown_key``, or
+undecodable, e.g. an unknown schema), counted per partition and reason with
+how many the quarantine topic holds a copy of, and message ids stored under
+two proven originators (a message is (originator, message id): one id naming
+two messages). Repeated broker anomalies are grouped per partition and epoch,
+each one kept for ``--details``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 
 from services.audit._broker_view import BrokerPartition
 from services.audit._chain import GENESIS, link
 from services.audit._events import EventKind, LogEvent
 from services.audit._opening import RecordOpener
-from services.audit._record import AuditRecord, Opening
+from services.audit._record import AuditRecord, Opening, coordinates_key, reason_of
 from services.audit._store import AuditStore, Partition
 from services.bus import SignatureStatus
 
@@ -57,6 +67,38 @@ class FindingKind(StrEnum):
     """An epoch begins without a recorded reset."""
     SIGNATURE = "signature"
     """Verifying the signature again gives another status than the stored one."""
+    UNTRUSTED = "untrusted"
+    """Records stored that prove no originator (trust): forged, unsigned, unknown key or schema."""
+    MESSAGE_ID_REUSED = "message_id_reused"
+    """One message id stored under two proven originators (trust): two messages, one id."""
+
+    @property
+    def category(self) -> FindingCategory:
+        """Whether the finding is about the store's integrity or about what it holds."""
+        return FindingCategory.TRUST if self in _TRUST else FindingCategory.INTEGRITY
+
+
+class FindingCategory(StrEnum):
+    """The two questions ``verify`` answers; the exit status tells them apart."""
+
+    INTEGRITY = "integrity"
+    """Is the store complete and unaltered (chains, gaps, the broker's log)?"""
+    TRUST = "trust"
+    """Does every record prove its originator, and name one message per id?"""
+
+
+_TRUST = {FindingKind.UNTRUSTED, FindingKind.MESSAGE_ID_REUSED}
+
+_GROUPED = {EventKind.OFFSET_REPEATED, EventKind.OFFSET_GAP}
+"""Anomalies a broker can repeat many times: one finding per partition and epoch."""
+
+_UNTRUSTED_MEANING = {
+    "invalid": "the signature does not hold (forged, altered, or signed by another party)",
+    "unsigned": "no signature",
+    "unknown_key": "signed with a key the agreement does not list",
+    "unknown_schema": "written with a schema version not released, so its originator is unproven",
+    "undecodable": "the value does not decode, so its originator is unproven",
+}
 
 
 _EVENT_FINDINGS = {
@@ -77,6 +119,15 @@ class Finding:
     first_offset: int | None
     last_offset: int | None
     detail: str
+    count: int = 1
+    """How many occurrences this finding stands for (grouped anomalies, untrusted records)."""
+    details: tuple[str, ...] = ()
+    """One line per occurrence, when grouped (``oix audit verify --details``)."""
+
+    @property
+    def category(self) -> FindingCategory:
+        """Integrity or trust."""
+        return self.kind.category
 
     @property
     def where(self) -> str:
@@ -126,11 +177,21 @@ class VerifyReport:
     rows: int = 0
     signatures_checked: int = 0
     broker_compared: bool = False
+    untrusted: dict[str, int] = field(default_factory=dict)
+    """Records that prove no originator, by reason (quarantine copies not counted)."""
+    quarantined: int | None = None
+    """How many of those the store holds a quarantine copy of (None: not checked)."""
+    reused_ids: int = 0
+    """Message ids stored under more than one proven originator."""
 
     @property
     def ok(self) -> bool:
         """No finding at all."""
         return not self.findings
+
+    def of(self, category: FindingCategory) -> list[Finding]:
+        """The findings of one category."""
+        return [f for f in self.findings if f.category is category]
 
     @property
     def lag(self) -> int:
@@ -141,9 +202,14 @@ class VerifyReport:
 class _PartitionCheck:
     """The running state of verifying one partition in order."""
 
-    def __init__(self, summary: PartitionSummary, events: list[LogEvent]) -> None:
+    def __init__(
+        self, summary: PartitionSummary, events: list[LogEvent], *, copies: bool = True
+    ) -> None:
         self.summary = summary
         self.findings: list[Finding] = []
+        self.untrusted: dict[tuple[str, int], list[AuditRecord]] = {}
+        """Per (reason, epoch): the records that prove no originator (``copies``: counted)."""
+        self._copies = copies
         self.resets = {e.epoch for e in events if e.kind is EventKind.LOG_RESET}
         self._gaps = [e for e in events if e.kind is EventKind.OFFSET_GAP]
         self._hash = GENESIS
@@ -200,6 +266,41 @@ class _PartitionCheck:
             summary.first_offset = row.kafka_offset
         summary.last_offset = row.kafka_offset
 
+    def trust(self, row: AuditRecord, now: Opening | None) -> None:
+        """Count ``row`` if it proves no originator (``now``: what verifying it again found)."""
+        if not self._copies or row.trusted or (now is not None and _released_since(row, now)):
+            return
+        self.untrusted.setdefault((reason_of(row), row.epoch), []).append(row)
+
+    def untrusted_findings(self) -> list[Finding]:
+        """One trust finding per reason and epoch, with the offsets it spans."""
+        found = []
+        for (reason, epoch), rows in sorted(self.untrusted.items()):
+            first = rows[0]
+            status = "unverified_origin" if reason in {"unknown_schema", "undecodable"} else reason
+            found.append(
+                Finding(
+                    FindingKind.UNTRUSTED,
+                    first.topic,
+                    first.kafka_partition,
+                    epoch,
+                    first.kafka_offset,
+                    rows[-1].kafka_offset,
+                    f"{len(rows)} record(s) that prove no originator, {reason}: "
+                    f"{_UNTRUSTED_MEANING.get(reason, reason)}; stored and flagged, never shown "
+                    f"as proven (`oix audit query --topic {first.topic} --partition "
+                    f"{first.kafka_partition} --status {status}`)",
+                    count=len(rows),
+                    details=tuple(
+                        f"{r.topic}[{r.kafka_partition}]@{r.kafka_offset}: {r.signature_status}"
+                        f"{', ' + r.signature_detail if r.signature_detail else ''}"
+                        f"{'; ' + r.decode_error if r.decode_error else ''}"
+                        for r in rows
+                    ),
+                ),
+            )
+        return found
+
     def signature(self, row: AuditRecord, now: Opening) -> None:
         found = now.signature_status
         if found == row.signature_status or _released_since(row, now):
@@ -236,11 +337,18 @@ class Verifier:
         signatures: RecordOpener | None,
         *,
         on_progress: Callable[[int], None] | None = None,
+        quarantine_topic: str | None = None,
     ) -> None:
-        """``signatures`` verifies signatures again; None skips that check."""
+        """``signatures`` verifies signatures again; None skips that check.
+
+        ``quarantine_topic`` (``<prefix>.quarantine``): its records are copies,
+        not counted as untrusted again; the untrusted records of every other
+        topic are matched with the copies the store holds of them.
+        """
         self.store = store
         self.signatures = signatures
         self.on_progress = on_progress
+        self.quarantine_topic = quarantine_topic
 
     async def total_rows(self) -> int:
         """How many rows verification reads (for a progress bar)."""
@@ -256,21 +364,11 @@ class Verifier:
         }
         for event in events:
             by_partition.setdefault((event.topic, event.partition), []).append(event)
+        untrusted: list[AuditRecord] = []
         for (topic, number), mine in sorted(by_partition.items()):
-            report.partitions.append(await self._partition(topic, number, mine, report))
-        for event in events:
-            kind = _EVENT_FINDINGS[event.kind]
-            report.findings.append(
-                Finding(
-                    kind,
-                    event.topic,
-                    event.partition,
-                    event.epoch,
-                    event.first_offset,
-                    event.last_offset,
-                    event.describe(),
-                ),
-            )
+            report.partitions.append(await self._partition(topic, number, mine, report, untrusted))
+        report.findings += _event_findings(events)
+        await self._trust(report, untrusted)
         if broker is not None:
             self._compare(report, broker)
         report.findings.sort(
@@ -284,9 +382,10 @@ class Verifier:
         number: int,
         events: list[LogEvent],
         report: VerifyReport,
+        untrusted: list[AuditRecord],
     ) -> PartitionSummary:
         summary = PartitionSummary(topic, number)
-        check = _PartitionCheck(summary, events)
+        check = _PartitionCheck(summary, events, copies=topic != self.quarantine_topic)
         after: tuple[int, int] | None = None
         while True:
             rows = await self.store.scan(topic, number, after, SCAN_CHUNK)
@@ -299,8 +398,10 @@ class Verifier:
                 )
             for index, row in enumerate(rows):
                 check.row(row)
-                if openings is not None:
-                    check.signature(row, openings[index])
+                now = None if openings is None else openings[index]
+                if now is not None:
+                    check.signature(row, now)
+                check.trust(row, now)
             report.rows += len(rows)
             if openings is not None:
                 report.signatures_checked += len(rows)
@@ -311,9 +412,28 @@ class Verifier:
         if latest is not None and (summary.epoch is None or latest > summary.epoch):
             # A reset was noticed and nothing stored since: the current epoch is empty.
             summary.epoch, summary.first_offset, summary.last_offset = latest, None, None
-        summary.findings = len(check.findings)
-        report.findings.extend(check.findings)
+        trust = check.untrusted_findings()
+        summary.findings = len(check.findings) + len(trust)
+        report.findings += check.findings + trust
+        for (reason, _), rows in check.untrusted.items():
+            report.untrusted[reason] = report.untrusted.get(reason, 0) + len(rows)
+            untrusted += rows
         return summary
+
+    async def _trust(self, report: VerifyReport, untrusted: list[AuditRecord]) -> None:
+        """Quarantine copies of the untrusted records, and message ids reused across parties."""
+        if self.quarantine_topic is not None:
+            copied = await self.store.keys(self.quarantine_topic)
+            report.quarantined = sum(
+                coordinates_key(r.topic, r.kafka_partition, r.epoch, r.kafka_offset) in copied
+                for r in untrusted
+            )
+        by_id: dict[str, list[AuditRecord]] = {}
+        for record in await self.store.reused_message_ids():
+            by_id.setdefault(record.message_id or "", []).append(record)
+        report.reused_ids = len(by_id)
+        for message_id, records in by_id.items():
+            report.findings.append(_reuse_finding(message_id, records))
 
     @staticmethod
     def _compare(report: VerifyReport, broker: dict[Partition, BrokerPartition]) -> None:
@@ -364,9 +484,13 @@ class Verifier:
                         summary.epoch,
                         seen.high_watermark,
                         summary.last_offset,
-                        f"the store holds offsets up to {summary.last_offset} but the broker's "
-                        f"log ends before {seen.high_watermark}: the log went backwards and "
-                        "no audit consumer has noticed yet",
+                        f"the store holds offsets up to {summary.last_offset}, read from this "
+                        f"partition, but the broker's high watermark is {seen.high_watermark} "
+                        "now: either its log went backwards (a restart, a recreated topic) and "
+                        "no audit consumer has noticed yet, or it served records past its high "
+                        "watermark (the local broker has, restarted under load); a running "
+                        "consumer records a log_reset for the first within "
+                        "OIX_AUDIT_RESET_CONFIRM_MS",
                     ),
                 )
             elif seen.committed is not None and seen.committed > stored_next:
@@ -382,3 +506,85 @@ class Verifier:
                         "(rows removed, or the store restored from an older copy)",
                     ),
                 )
+
+
+def _event_findings(events: list[LogEvent]) -> list[Finding]:
+    """The consumers' log events as findings; repeated kinds grouped per partition and epoch."""
+    groups: dict[tuple[EventKind, str, int, int], list[LogEvent]] = {}
+    findings = []
+    for event in events:
+        if event.kind in _GROUPED:
+            key = (event.kind, event.topic, event.partition, event.epoch)
+            groups.setdefault(key, []).append(event)
+            continue
+        findings.append(
+            Finding(
+                _EVENT_FINDINGS[event.kind],
+                event.topic,
+                event.partition,
+                event.epoch,
+                event.first_offset,
+                event.last_offset,
+                event.describe(),
+            ),
+        )
+    for (kind, topic, partition, epoch), group in groups.items():
+        group.sort(key=lambda e: (e.first_offset or 0, e.recorded_at))
+        first = group[0]
+        if len(group) == 1:
+            detail = first.describe()
+        else:
+            times = sorted(e.recorded_at for e in group)
+            noticed = f"noticed {_moment(times[0])} to {_moment(times[-1])}"
+            detail = (
+                f"the broker served {len(group)} offsets more than once, {noticed}; the "
+                "first record at each offset is stored, the other described (--details)"
+                if kind is EventKind.OFFSET_REPEATED
+                else f"{len(group)} runs of offsets vanished from the broker before they were "
+                f"read, {noticed} (--details)"
+            )
+        findings.append(
+            Finding(
+                _EVENT_FINDINGS[kind],
+                topic,
+                partition,
+                epoch,
+                first.first_offset,
+                max((e.last_offset or 0) for e in group),
+                detail,
+                count=len(group),
+                details=tuple(e.describe() for e in group) if len(group) > 1 else (),
+            ),
+        )
+    return findings
+
+
+def _moment(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="seconds")
+
+
+def _reuse_finding(message_id: str, records: list[AuditRecord]) -> Finding:
+    """One message id under several proven originators: every record named by its coordinates."""
+    by_originator: dict[str, list[AuditRecord]] = {}
+    for record in records:
+        by_originator.setdefault(record.originator or "", []).append(record)
+    named = "; ".join(
+        f"{originator} at "
+        + ", ".join(
+            f"{r.topic}[{r.kafka_partition}]@{r.kafka_offset} (epoch {r.epoch})" for r in rs
+        )
+        for originator, rs in by_originator.items()
+    )
+    later = records[-1]
+    return Finding(
+        FindingKind.MESSAGE_ID_REUSED,
+        later.topic,
+        later.kafka_partition,
+        later.epoch,
+        later.kafka_offset,
+        later.kafka_offset,
+        f"message id {message_id} is stored under {len(by_originator)} proven originators, "
+        f"two different messages under one id (a message is originator and message id): "
+        f"{named} (`oix audit query --message-id {message_id}`)",
+        count=len(records),
+    )

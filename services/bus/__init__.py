@@ -67,9 +67,16 @@ from services.bus._errors import (
 from services.bus._evolution import Incompatibility, check_compatibility, release_schemas
 from services.bus._examples import Example, freshen, load_examples
 from services.bus._exchange import Exchange, key_file
+from services.bus._files import private_dir, private_sqlite, write_private
 from services.bus._follower import Follower, PartitionStatus, Positions, record_digest
 from services.bus._header import GeoPoint, Location, MessageHeader, MessageLink, now
-from services.bus._kafka import client_options, consumer, producer_options, start_producer
+from services.bus._kafka import (
+    client_options,
+    consumer,
+    producer_options,
+    start_consumer,
+    start_producer,
+)
 from services.bus._logging import bind_message, configure_logging, get_logger, unbind_message
 from services.bus._opening import OpenerPool
 from services.bus._reports import (
@@ -274,6 +281,8 @@ __all__ = [
     "parse_agreement",
     "parse_report",
     "plan_rotation",
+    "private_dir",
+    "private_sqlite",
     "producer_options",
     "read_fingerprint",
     "record_digest",
@@ -281,11 +290,13 @@ __all__ = [
     "render_acls",
     "rotated_agreement",
     "settings_error",
+    "start_consumer",
     "start_producer",
     "stop_on_signals",
     "trace_id_of",
     "unbind_message",
     "unified_diff",
     "wait_for_metadata",
+    "write_private",
     "write_private_key",
 ]

@@ -15,10 +15,47 @@ from services.bus._agreement import Agreement, load_agreement
 from services.bus._codec import Codec, SchemaRegistry
 from services.bus._envelope import Opener, Sealer
 from services.bus._errors import SigningError
-from services.bus._rotation import refuse_demo_keys
+from services.bus._logging import get_logger
+from services.bus._rotation import demo_public_keys, refuse_demo_keys
 from services.bus._settings import Settings
-from services.bus._signing import Signer, Verifier, decode_public_key
+from services.bus._signing import Signer, Verifier, decode_public_key, key_file_exposure
 from services.bus._topics import Router, TopicNaming
+
+log = get_logger(__name__)
+
+
+_WARNED: set[Path] = set()
+"""Demo key files warned about already (once per process is loud enough)."""
+
+
+def _check_exposure(path: Path, signer: Signer) -> None:
+    """Refuse a private key file others can read; only warn for a published demo key.
+
+    The demo keys of ``deploy/keys`` are public anyway, and git checks them out
+    with the mode the checkout gives (usually 0644): they are accepted with a
+    warning outside production (``OIX_ENV=production`` refuses an agreement
+    that lists them at all). Any other key file must be its owner's only.
+
+    Raises:
+        SigningError: naming the file, its mode and the command that fixes it.
+    """
+    exposure = key_file_exposure(path)
+    if exposure is None:
+        return
+    if signer.public_key not in demo_public_keys():
+        raise SigningError(
+            f"{path}: refusing a private key file others can use ({exposure}); "
+            f"make it its owner's only: chmod 600 {path}",
+        )
+    if path not in _WARNED:
+        _WARNED.add(path)
+        log.warning(
+            "signing with a DEMO key whose private half is published: anything it signs "
+            "proves nothing, and OIX_ENV=production refuses it; its file is also readable "
+            "by others, which any other key file would not be allowed",
+            path=str(path),
+            exposure=exposure,
+        )
 
 
 def key_file(keys_dir: Path, key_id: str) -> Path:
@@ -102,6 +139,7 @@ class Exchange:
                 f"{path}: this private key does not match the public key the agreement "
                 f"lists for {key.id}",
             )
+        _check_exposure(path, signer)
         return signer
 
     def sealer(self, party: str) -> Sealer:

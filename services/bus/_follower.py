@@ -56,7 +56,7 @@ from services.bus._continuity import (
     Slice,
 )
 from services.bus._errors import BrokerError
-from services.bus._kafka import consumer
+from services.bus._kafka import consumer, start_consumer
 from services.bus._logging import get_logger
 from services.bus._settings import Settings
 
@@ -272,7 +272,7 @@ class Follower:
         # Set before start(): a group can assign partitions (and call the listener) at once.
         self._kafka = kafka
         try:
-            await kafka.start()
+            await start_consumer(kafka, self.settings, self.bootstrap)
         except BaseException:
             self._kafka = None
             raise

@@ -156,3 +156,16 @@ def consumer(
         **overrides,
     }
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def start_consumer(client: AIOKafkaConsumer, settings: Settings, bootstrap: str) -> None:
+    """Start ``client``; a broker it cannot reach is one :class:`BrokerError` saying why.
+
+    aiokafka says only "Unable to bootstrap"; this names the address and a TLS
+    failure if there is one, and stops the client (else asyncio warns of it).
+    """
+    try:
+        await client.start()
+    except KafkaConnectionError as exc:
+        await client.stop()
+        raise await unreachable(settings, bootstrap, exc) from exc

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from services.bus._agreement import Agreement
 from services.bus._errors import ConfigError, SigningError
+from services.bus._files import private_dir
 from services.bus._settings import repo_root
 from services.bus._signing import KeyPair, decode_public_key, generate_key_pair
 
@@ -86,7 +87,7 @@ def write_private_key(keys_dir: Path, key_id: str, pem: bytes) -> Path:
     """
     path = keys_dir / f"{key_id}.pem"
     try:
-        keys_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        private_dir(keys_dir)
         # O_EXCL: a private key is never overwritten; the mode is set at creation.
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

@@ -106,6 +106,31 @@ class Signer:
         return cls(party, key_id, key.private_bytes_raw())
 
 
+def key_file_exposure(path: Path) -> str | None:
+    """Why others than its owner can read or change the private key file ``path``, or None.
+
+    As ssh refuses such a key file. Like PostgreSQL for its key file, a file
+    owned by root may be readable by its group: how a Kubernetes Secret volume
+    with an ``fsGroup`` mounts it (mode 0440) for a non-root service.
+
+    Raises:
+        SigningError: the file cannot be examined.
+    """
+    try:
+        found = path.stat()
+    except OSError as exc:
+        raise SigningError(f"{path}: cannot examine the private key file: {exc.strerror}") from exc
+    mode = found.st_mode & 0o777
+    allowed = 0o040 if found.st_uid == 0 else 0
+    exposed = mode & 0o077 & ~allowed
+    if not exposed:
+        return None
+    who = " and ".join(
+        name for name, bits in (("its group", 0o070), ("others", 0o007)) if exposed & bits
+    )
+    return f"mode {mode:04o}: {who} can read or change it"
+
+
 @dataclass(frozen=True, slots=True)
 class TrustedKey:
     """A public key the agreement lists for one party."""

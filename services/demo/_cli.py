@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from services.bus import Exchange, OixError
-from services.host import EXIT_CONFIG, fail, out, run, settings_or_exit
+from services.host import EXIT_CONFIG, broker_settings_or_exit, fail, out, run
 
 if TYPE_CHECKING:
     from services.demo._stream import Published
@@ -32,7 +32,7 @@ def demo(
     # The SDK loads the Prometheus client: not for `oix --help`.
     from services.demo._stream import run_demo  # noqa: PLC0415  # fast --help
 
-    settings = settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
+    settings = broker_settings_or_exit(bootstrap)
     servers = settings.bootstrap
     if servers is None:
         raise fail("no broker: set OIX_BOOTSTRAP or --bootstrap (or run `oix up`)", EXIT_CONFIG)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from services.bus import ConfigError
+from services.bus import ConfigError, private_sqlite
 from services.gateway._results import Accepted, Delivery
 
 SCHEMA_VERSION = 1
@@ -119,7 +119,7 @@ class Store:
             ConfigError: the file cannot be opened or was written by a newer gateway.
         """
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            private_sqlite(path)
             # isolation_level=None: transactions are explicit (BEGIN ... COMMIT below).
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")

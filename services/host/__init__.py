@@ -8,6 +8,7 @@ command line imports the services. See ``docs/extending.md``.
 from services.host._console import (
     EXIT_CONFIG,
     EXIT_ERROR,
+    broker_settings_or_exit,
     err,
     fail,
     out,
@@ -24,6 +25,7 @@ __all__ = [
     "Ready",
     "UpContext",
     "UpHook",
+    "broker_settings_or_exit",
     "err",
     "fail",
     "out",

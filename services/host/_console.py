@@ -16,6 +16,7 @@ import typer
 from rich.console import Console
 
 from services.bus import OixError, Settings, configure_logging, load_settings
+from services.host._running import find_running_up
 
 out = Console()
 """Results (stdout)."""
@@ -44,6 +45,31 @@ def settings_or_exit(**overrides: Any) -> Settings:
         raise fail(str(exc), EXIT_CONFIG) from None
     configure_logging(settings.log_format, settings.log_level)
     return settings
+
+
+def broker_settings_or_exit(bootstrap: str | None = None) -> Settings:
+    """:func:`settings_or_exit` for a command that needs a broker (``--bootstrap`` if given).
+
+    Without ``OIX_BOOTSTRAP`` or ``bootstrap``: the broker of the ``oix up``
+    running with the same data directory, saying so on stderr (see
+    ``services/host/_running.py``); still none when no ``oix up`` runs.
+    """
+    settings = settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
+    if settings.bootstrap is not None:
+        return settings
+    found = find_running_up(settings)
+    if found.running is None:
+        if found.stale is not None:
+            err.print(f"ignoring {found.path}: {found.stale}", highlight=False, soft_wrap=True)
+        return settings
+    running = found.running
+    err.print(
+        f"using the broker of the oix up running as pid {running.pid}: {running.bootstrap} "
+        f"(from {found.path}; OIX_BOOTSTRAP chooses another)",
+        highlight=False,
+        soft_wrap=True,
+    )
+    return settings.model_copy(update={"bootstrap": running.bootstrap})
 
 
 def run(coro_fn: Callable[[], Coroutine[Any, Any, T]], code: int = EXIT_ERROR) -> T:

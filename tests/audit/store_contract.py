@@ -20,6 +20,7 @@ from services.audit import (
     AuditRecord,
     AuditStore,
     EventKind,
+    FindingCategory,
     FindingKind,
     LogEvent,
     RecordQuery,
@@ -214,6 +215,59 @@ class StoreContract:
             ("LT-VSAT", 1),
             ("LT-VSAT", 3),
         ]
+
+    async def test_one_message_id_under_two_proven_originators_is_found(
+        self, store: AuditStore
+    ) -> None:
+        # Issue 8: LT-VSAT published with LV-VRS's message id. A message is (originator,
+        # message id): the same id from two parties is two messages under one id.
+        reused, lt, lv = str(uuid.uuid4()), "oix.LT-VSAT.incidents", "oix.LV-VRS.incidents"
+        await append_chained(
+            store,
+            [
+                record(0, topic=lv, message_id=reused, originator="LV-VRS", at=T0 - timedelta(1)),
+                record(1, topic=lv),
+            ],
+        )
+        await append_chained(
+            store,
+            [
+                record(0, topic=lt, message_id=reused),
+                # A copy of one message on a second topic, and a claim nothing proves: not reuse.
+                record(1, topic=lt, partition=0, message_id=str(uuid.uuid4())),
+                record(2, topic=lt, message_id=reused, originator="PL-SG", status="invalid"),
+            ],
+        )
+        twice = str(uuid.uuid4())
+        await append_chained(store, [record(3, topic=lt, message_id=twice)])
+        await append_chained(store, [record(0, topic=f"{lt}.direct", message_id=twice)])
+
+        found = await store.reused_message_ids()
+        assert [(r.originator, r.topic, r.kafka_offset) for r in found] == [
+            ("LV-VRS", lv, 0),
+            ("LT-VSAT", lt, 0),
+        ]
+        queried = await store.query(RecordQuery(reused=True))
+        assert [(r.originator, r.kafka_offset) for r in queried] == [("LV-VRS", 0), ("LT-VSAT", 0)]
+        report = await Verifier(store, None).run(None)
+        [finding] = [f for f in report.findings if f.kind is FindingKind.MESSAGE_ID_REUSED]
+        assert finding.category is FindingCategory.TRUST
+        assert f"message id {reused} is stored under 2 proven originators" in finding.detail
+        assert f"LV-VRS at {lv}[0]@0 (epoch 0)" in finding.detail
+        assert f"LT-VSAT at {lt}[0]@0 (epoch 0)" in finding.detail
+        assert report.reused_ids == 1
+        assert report.of(FindingCategory.INTEGRITY) == []
+
+    async def test_a_page_of_records_says_whether_the_limit_cut_it(self, store: AuditStore) -> None:
+        await append_chained(store, [record(i) for i in range(3)])
+        assert [
+            len(r) if isinstance(r, list) else r
+            for r in await store.query_page(RecordQuery(limit=2))
+        ] == [2, True]
+        assert [
+            len(r) if isinstance(r, list) else r
+            for r in await store.query_page(RecordQuery(limit=3))
+        ] == [3, False]
 
     async def test_untrusted_records_and_keys_for_the_quarantine(self, store: AuditStore) -> None:
         lt, pl = "oix.LT-VSAT.incidents", "oix.PL-SG.incidents"

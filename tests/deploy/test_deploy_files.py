@@ -410,6 +410,11 @@ def test_dockerignore_admits_only_what_the_image_needs() -> None:
     assert lines[0] == "*", "the context must start from nothing"
     admitted = [line.removeprefix("!") for line in lines if line.startswith("!")]
     assert not any(a.startswith(("deploy/lab", ".venv", ".oix", "tests")) for a in admitted)
+    # deploy/keys is OIX_KEYS_DIR by default: only the published demo keys, by name.
+    keys = [a for a in admitted if a.startswith("deploy/keys")]
+    agreement = load_agreement(AGREEMENT)
+    demo = {f"deploy/keys/{k.id}.pem" for party in agreement.parties.values() for k in party.keys}
+    assert set(keys) == demo
 
 
 def test_the_wheel_carries_the_data_and_no_lab_secrets(tmp_path: Path) -> None:
@@ -418,6 +423,9 @@ def test_the_wheel_carries_the_data_and_no_lab_secrets(tmp_path: Path) -> None:
     created = not secrets.exists()
     secrets.mkdir(parents=True, exist_ok=True)
     planted.write_text("must not reach a wheel\n", encoding="utf-8")
+    # A real key made with the default OIX_KEYS_DIR (deploy/keys) must not either.
+    real_key = REPO / "deploy" / "keys" / "LT-VSAT-2099-9.pem"
+    real_key.write_text("must not reach a wheel\n", encoding="utf-8")
     try:
         subprocess.run(
             [
@@ -437,6 +445,7 @@ def test_the_wheel_carries_the_data_and_no_lab_secrets(tmp_path: Path) -> None:
         )
     finally:
         planted.unlink()
+        real_key.unlink()
         if created:
             secrets.rmdir()
     [wheel] = tmp_path.glob("oix-*.whl")
@@ -445,4 +454,4 @@ def test_the_wheel_carries_the_data_and_no_lab_secrets(tmp_path: Path) -> None:
     assert "services/_data/deploy/agreement.example.yaml" in names
     assert "services/_data/deploy/keys/LT-VSAT-2026-1.pem" in names  # demo keys: refused in prod
     assert any(n.startswith("services/_data/schemas/released/") for n in names)
-    assert not [n for n in names if "/lab/" in n or "planted" in n]
+    assert not [n for n in names if "/lab/" in n or "planted" in n or "2099" in n]

@@ -282,6 +282,14 @@ async def test_a_client_with_the_wrong_ca_is_refused_with_a_clear_error(
     assert gateway.returncode != 0
     assert "certificate verify failed" in gateway.stderr
 
+    # The audit consumer too: one line naming the handshake's failure, no traceback.
+    audit = _oix("audit", "run", "--migrate", env={**env, "OIX_AUDIT_METRICS_PORT": "0"})
+    assert audit.returncode == 2
+    assert "Traceback" not in audit.stderr, audit.stderr
+    [line] = [line for line in audit.stderr.splitlines() if line.startswith("error:")]
+    assert f"cannot reach the broker at {tls_broker.bootstrap}: the TLS handshake" in line
+    assert "certificate verify failed" in line
+
     # librdkafka says it too (in its log), and the call fails instead of hanging.
     records: list[str] = []
 
