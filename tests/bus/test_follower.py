@@ -325,17 +325,21 @@ async def test_a_consume_loop_waiting_on_a_hung_store_shows_idle_and_recovers(
     try:
         async with following(settings, store, partitions=[tp]) as run:
             await eventually(_holds(store, topic, 5), "the first write")
-            for burst in range(4):
-                await produce(settings.bootstrap, topic, _values(1000, f"after{burst}"))
+            # 8 MB: more than the loop may hold (two batches, three fetches of at most
+            # 1 MB each), however the fetches and the bursts interleave.
+            padding = b"x" * 1000
+            for burst in range(8):
+                values = [v + padding for v in _values(1000, f"after{burst}")]
+                await produce(settings.bootstrap, topic, values)
 
             async def not_fetching() -> bool:
                 return run.follower.idle_ms() >= 1000
 
             await eventually(not_fetching, "the consume loop to wait on the store")
             (status,) = run.follower.status()
-            assert (status.position.next_offset or 0) < 4005
+            assert (status.position.next_offset or 0) < 8005
             released.set()
-            await eventually(_holds(store, topic, 4005), "every record once the store answers")
+            await eventually(_holds(store, topic, 8005), "every record once the store answers")
 
             async def advancing() -> bool:
                 (status,) = run.follower.status()
