@@ -642,7 +642,15 @@ class _BatchWriter:
         written = Written()
         fresh = await self._fresh(batch.reports, written)
         await self._load_references(fresh)
-        resolved = [(incoming, self._event_of(incoming.facts)) for incoming in fresh]
+        resolved = []
+        for incoming in fresh:
+            facts = incoming.facts
+            key = self._event_of(facts)
+            # Later reports of the batch may link to this one.
+            self.known[(facts.originator, facts.message_id)] = _Known(
+                None if key is None else key[1], facts.report_type
+            )
+            resolved.append((incoming, key))
         await self._load_events({key for _, key in resolved if key is not None})
         at = now_ms()
         seq = last[0]
@@ -654,9 +662,6 @@ class _BatchWriter:
             seq += 1
             kind = self._fold(facts, key, seq)
             event_status = self.touched[key].status if key is not None else "active"
-            self.known[(facts.originator, facts.message_id)] = _Known(
-                None if key is None else key[1], facts.report_type
-            )
             message_rows.append(_message_row(agency, incoming, seq, key, at))
             link_rows.extend(
                 {
