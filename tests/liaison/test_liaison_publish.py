@@ -122,9 +122,7 @@ async def test_an_acknowledgement_and_an_answer_go_back_through_the_gateway(
                 "AssistanceResponse",
             )
             assert [a["status"] for a in replies["acknowledgements"]] == ["READ"]
-            answer_event = (
-                await lv_officer.get(f"/v1/events/{LT}/{response['event_id']}")
-            ).json()
+            answer_event = (await lv_officer.get(f"/v1/events/{LT}/{response['event_id']}")).json()
             [answer_report] = answer_event["reports"]
             assert {"relation": "RESPONDS_TO", "message_id": request_id, "known": False} in (
                 answer_report["links"]
