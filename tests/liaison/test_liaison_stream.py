@@ -95,7 +95,11 @@ async def test_the_console_session_is_an_httponly_strict_cookie_with_a_csrf_toke
         retry = "/v1/webhooks/deliveries/0b6e2a1c-3f1d-4c52-9a51-6f3e2c1d0a03/retry"
         assert (await browser.post(retry)).status_code == 403
         assert (await browser.post(retry, headers={"X-CSRF-Token": csrf})).status_code == 404
-        assert (
-            await browser.delete("/v1/session", headers={"X-CSRF-Token": csrf})
-        ).status_code == 204
-        assert (await browser.get("/v1/events")).status_code == 401
+        token = browser.cookies["oix_liaison_session"]
+        signed_out = await browser.delete("/v1/session", headers={"X-CSRF-Token": csrf})
+        assert signed_out.status_code == 204
+        # The session ended in the store, not only in this browser.
+        async with httpx.AsyncClient(
+            base_url=lv.url, cookies={"oix_liaison_session": token}
+        ) as old:
+            assert (await old.get("/v1/events")).status_code == 401
