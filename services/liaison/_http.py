@@ -241,7 +241,7 @@ async def _signed_in(service: LiaisonService, login: Login, via: str) -> tuple[s
     "/v1/session",
     summary="Sign in (the console): sets the session cookie",
     response_model=SessionInfo,
-    responses=problems(401, 422),
+    responses=problems(400, 401, 422),
 )
 async def sign_in(request: Request, login: Login) -> Response:
     """Check the officer's password; answer with a HttpOnly, SameSite=Strict session cookie."""
@@ -272,7 +272,7 @@ async def sign_in(request: Request, login: Login) -> Response:
     status_code=201,
     summary="Sign in (API clients, `oix feed`): a bearer token",
     response_model=TokenInfo,
-    responses=problems(401, 422),
+    responses=problems(400, 401, 422),
 )
 async def create_token(request: Request, login: Login) -> TokenInfo:
     """Check the officer's password; answer with a bearer token (shown once)."""
@@ -778,7 +778,7 @@ def _header(service: LiaisonService, target: Any) -> dict[str, Any]:
     status_code=201,
     summary="Acknowledge a report: published to its originator through the agency's gateway",
     response_model=Outgoing,
-    responses=problems(401, 403, 404, 409, 422, 502, 503),
+    responses=problems(400, 401, 403, 404, 409, 422, 502, 503),
 )
 async def acknowledge(
     request: Request,
@@ -808,7 +808,7 @@ async def acknowledge(
     status_code=201,
     summary="Answer a request addressed to this agency, through the agency's gateway",
     response_model=Outgoing,
-    responses=problems(401, 403, 404, 409, 422, 502, 503),
+    responses=problems(400, 401, 403, 404, 409, 422, 502, 503),
     openapi_extra={
         "requestBody": {
             "required": True,
