@@ -5,6 +5,7 @@ a broker that restarts (the memory broker forgets everything) is noticed and sai
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import sys
@@ -97,7 +98,9 @@ async def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
             try:
                 before = await Views(store).message_count(LV)
                 await eventually(
-                    lambda: _count_above(store, before), "the liaison to store some", timeout=30
+                    functools.partial(_count_above, store, before),
+                    "the liaison to store some",
+                    timeout=30,
                 )
             finally:
                 await store.close()

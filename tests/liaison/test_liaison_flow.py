@@ -7,11 +7,11 @@ record, a resend of the same message).
 
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import httpx
 from liaison_support import (
+    liaison_settings,
     lt_incident,
     produce_raw,
     publish,
@@ -19,7 +19,6 @@ from liaison_support import (
     report,
     running_liaison,
     signed_in,
-    liaison_settings,
 )
 from polling import eventually
 
@@ -128,93 +127,93 @@ async def test_corrections_updates_cancellations_duplicates_and_exercises_form_e
     async with (
         running_liaison(settings, lv_settings, exchange) as lv,
         publishers(settings, exchange, [LT]) as pub,
+        signed_in(lv.url, tmp_path / "officers.yaml", LV) as client,
     ):
-        async with signed_in(lv.url, tmp_path / "officers.yaml", LV) as client:
-            first = await publish(pub[LT], original)
-            for item in (correction, update, doomed, drill, sitrep, sitrep_drill):
-                await publish(pub[LT], item)
-            cancellation = Cancellation.model_validate(
-                {
-                    "header": {
-                        "originator": LT,
-                        "classification": "SENSITIVE",
-                        "tlp": "AMBER",
-                        "releasable_to": ALL_READERS,
-                    },
-                    "cancelled_message_id": str(doomed.header.message_id),
-                    "reason": "ENTERED_IN_ERROR",
-                }
-            )
-            await publish(pub[LT], cancellation)
-            # The original again, byte for byte, as a resend would write it.
-            await produce_raw(
-                settings.bootstrap or "", first.topic, [exchange.sealer(LT).seal(original)]
-            )
-            ids = {
-                str(r.header.message_id)
-                for r in (
-                    original,
-                    correction,
-                    update,
-                    doomed,
-                    drill,
-                    sitrep,
-                    sitrep_drill,
-                    cancellation,
-                )
+        first = await publish(pub[LT], original)
+        for item in (correction, update, doomed, drill, sitrep, sitrep_drill):
+            await publish(pub[LT], item)
+        cancellation = Cancellation.model_validate(
+            {
+                "header": {
+                    "originator": LT,
+                    "classification": "SENSITIVE",
+                    "tlp": "AMBER",
+                    "releasable_to": ALL_READERS,
+                },
+                "cancelled_message_id": str(doomed.header.message_id),
+                "reason": "ENTERED_IN_ERROR",
             }
-
-            async def all_stored() -> bool:
-                found = {r["message_id"] for r in await _items(client, "/v1/reports", limit="100")}
-                return ids <= found
-
-            await eventually(all_stored, "every report to be stored")
-
-            # The resend arrives after the cancellation (same partition, later offset).
-            async def resend_read() -> bool:
-                text = (await client.get("/metrics")).text
-                return 'oix_liaison_messages_total{status="duplicate"} 1.0' in text
-
-            await eventually(resend_read, "the resend to be read and dropped")
-            detail = (await client.get(f"/v1/events/{LT}/{event_id}")).json()
-            event = detail["event"]
-            assert (event["reports"], event["versions"]) == (3, 2)
-            assert event["current_message_id"] == str(update.header.message_id)
-            versions = detail["reports"]
-            assert [r["message_id"] for r in versions] == [
-                str(original.header.message_id),
-                str(correction.header.message_id),
-                str(update.header.message_id),
-            ]
-            assert versions[0]["superseded_by"] == str(correction.header.message_id)
-            assert versions[1]["changes"] == []  # the same content, a new version
-            assert versions[0]["signature"] == {"status": "valid", "key_id": "LT-VSAT-2026-1"}
-            withdrawn = (await client.get(f"/v1/events/{LT}/{doomed.header.event_id}")).json()
-            assert withdrawn["event"]["status"] == "withdrawn"
-            assert [r["report_type"] for r in withdrawn["reports"]] == [
-                "IncidentReport",
-                "Cancellation",
-            ]
-            assert withdrawn["reports"][0]["cancelled_by"] == str(cancellation.header.message_id)
-            drills = await _items(client, "/v1/events", mode="EXERCISE")
-            assert {e["event_id"] for e in drills} == {
-                str(drill.header.event_id),
-                str(sitrep_drill.header.event_id),
-            }
-            assert all(e["exercise"] for e in drills)
-            summary = (await client.get("/v1/summary/daily", params={"partner": LT})).json()
-            by_day = {s["day"]: s for s in summary}
-            sit_day = sitrep.period_start.date().isoformat()
-            assert by_day[sit_day]["situation"]["attempts"] == sum(
-                s.attempts_prevented for s in sitrep.sections
+        )
+        await publish(pub[LT], cancellation)
+        # The original again, byte for byte, as a resend would write it.
+        await produce_raw(
+            settings.bootstrap or "", first.topic, [exchange.sealer(LT).seal(original)]
+        )
+        ids = {
+            str(r.header.message_id)
+            for r in (
+                original,
+                correction,
+                update,
+                doomed,
+                drill,
+                sitrep,
+                sitrep_drill,
+                cancellation,
             )
-            assert by_day[sit_day]["situation"]["reports"] == 1
-            assert by_day[sit_day]["exercise_reports_excluded"] >= 1
-            incident_day = by_day[original.detected_at.date().isoformat()]
-            # The current version of the event (the update) counts; the superseded ones, the
-            # withdrawn event and the drill do not.
-            assert incident_day["incidents"]["reports"] == 2  # the correction and the update
-            assert incident_day["exercise_reports_excluded"] >= 1
+        }
+
+        async def all_stored() -> bool:
+            found = {r["message_id"] for r in await _items(client, "/v1/reports", limit="100")}
+            return ids <= found
+
+        await eventually(all_stored, "every report to be stored")
+
+        # The resend arrives after the cancellation (same partition, later offset).
+        async def resend_read() -> bool:
+            text = (await client.get("/metrics")).text
+            return 'oix_liaison_messages_total{status="duplicate"} 1.0' in text
+
+        await eventually(resend_read, "the resend to be read and dropped")
+        detail = (await client.get(f"/v1/events/{LT}/{event_id}")).json()
+        event = detail["event"]
+        assert (event["reports"], event["versions"]) == (3, 2)
+        assert event["current_message_id"] == str(update.header.message_id)
+        versions = detail["reports"]
+        assert [r["message_id"] for r in versions] == [
+            str(original.header.message_id),
+            str(correction.header.message_id),
+            str(update.header.message_id),
+        ]
+        assert versions[0]["superseded_by"] == str(correction.header.message_id)
+        assert versions[1]["changes"] == []  # the same content, a new version
+        assert versions[0]["signature"] == {"status": "valid", "key_id": "LT-VSAT-2026-1"}
+        withdrawn = (await client.get(f"/v1/events/{LT}/{doomed.header.event_id}")).json()
+        assert withdrawn["event"]["status"] == "withdrawn"
+        assert [r["report_type"] for r in withdrawn["reports"]] == [
+            "IncidentReport",
+            "Cancellation",
+        ]
+        assert withdrawn["reports"][0]["cancelled_by"] == str(cancellation.header.message_id)
+        drills = await _items(client, "/v1/events", mode="EXERCISE")
+        assert {e["event_id"] for e in drills} == {
+            str(drill.header.event_id),
+            str(sitrep_drill.header.event_id),
+        }
+        assert all(e["exercise"] for e in drills)
+        summary = (await client.get("/v1/summary/daily", params={"partner": LT})).json()
+        by_day = {s["day"]: s for s in summary}
+        sit_day = sitrep.period_start.date().isoformat()
+        assert by_day[sit_day]["situation"]["attempts"] == sum(
+            s.attempts_prevented for s in sitrep.sections
+        )
+        assert by_day[sit_day]["situation"]["reports"] == 1
+        assert by_day[sit_day]["exercise_reports_excluded"] >= 1
+        incident_day = by_day[original.detected_at.date().isoformat()]
+        # The current version of the event (the update) counts; the superseded ones, the
+        # withdrawn event and the drill do not.
+        assert incident_day["incidents"]["reports"] == 2  # the correction and the update
+        assert incident_day["exercise_reports_excluded"] >= 1
 
 
 async def test_untrusted_and_misrouted_records_are_alerts_never_reports(
@@ -229,39 +228,35 @@ async def test_untrusted_and_misrouted_records_are_alerts_never_reports(
     # Signed by Lithuania, released to Poland only, but written to the feed Latvia reads.
     misrouted = exchange.sealer(LT).seal(lt_incident([PL]))
     marker = lt_incident(ALL_READERS)
-    async with running_liaison(settings, lv_settings, exchange) as lv:
-        async with signed_in(lv.url, tmp_path / "officers.yaml", LV) as client:
-            await produce_raw(
-                settings.bootstrap or "",
-                topic,
-                [forged, misrouted, exchange.sealer(LT).seal(marker)],
-            )
+    async with (
+        running_liaison(settings, lv_settings, exchange) as lv,
+        signed_in(lv.url, tmp_path / "officers.yaml", LV) as client,
+    ):
+        await produce_raw(
+            settings.bootstrap or "",
+            topic,
+            [forged, misrouted, exchange.sealer(LT).seal(marker)],
+        )
 
-            async def alerted() -> list[dict]:
-                alerts = await _items(client, "/v1/alerts")
-                return alerts if len(alerts) >= 2 else []
+        async def alerted() -> list[dict]:
+            alerts = await _items(client, "/v1/alerts")
+            return alerts if len(alerts) >= 2 else []
 
-            alerts = await eventually(alerted, "two alerts")
-            kinds = {a["kind"]: a for a in alerts}
-            assert kinds["untrusted"]["signature_status"] == "invalid"
-            assert kinds["untrusted"]["message_id"] == forged.message_id
-            assert kinds["not_released"]["message_id"] == misrouted.message_id
-            assert "not released to this agency" in kinds["not_released"]["detail"]
-            await eventually(
-                lambda: _has(client, str(marker.header.message_id)), "the trusted report"
-            )
-            shown = {r["message_id"] for r in await _items(client, "/v1/reports")}
-            assert shown == {str(marker.header.message_id)}
-            for message_id in (forged.message_id, misrouted.message_id):
-                assert (await client.get(f"/v1/reports/{LT}/{message_id}")).status_code == 404
-            metrics = (await client.get("/metrics")).text
-            assert "oix_liaison_policy_violations_total 1.0" in metrics
-            assert 'oix_liaison_messages_total{status="untrusted"} 1.0' in metrics
+        alerts = await eventually(alerted, "two alerts")
+        kinds = {a["kind"]: a for a in alerts}
+        assert kinds["untrusted"]["signature_status"] == "invalid"
+        assert kinds["untrusted"]["message_id"] == forged.message_id
+        assert kinds["not_released"]["message_id"] == misrouted.message_id
+        assert "not released to this agency" in kinds["not_released"]["detail"]
+        await eventually(lambda: _has(client, str(marker.header.message_id)), "the trusted report")
+        shown = {r["message_id"] for r in await _items(client, "/v1/reports")}
+        assert shown == {str(marker.header.message_id)}
+        for message_id in (forged.message_id, misrouted.message_id):
+            assert (await client.get(f"/v1/reports/{LT}/{message_id}")).status_code == 404
+        metrics = (await client.get("/metrics")).text
+        assert "oix_liaison_policy_violations_total 1.0" in metrics
+        assert 'oix_liaison_messages_total{status="untrusted"} 1.0' in metrics
 
 
 async def _has(client: httpx.AsyncClient, message_id: str) -> bool:
     return message_id in {r["message_id"] for r in await _items(client, "/v1/reports")}
-
-
-def _unused() -> str:
-    return str(uuid.uuid4())

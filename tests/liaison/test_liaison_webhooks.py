@@ -125,7 +125,7 @@ async def test_deliveries_are_signed_retried_and_deduplicated_and_follow_tlp_and
     assert "secret" not in endpoints["ops"]
 
 
-async def _delivered(client, count: int) -> bool:  # noqa: ANN001
+async def _delivered(client, count: int) -> bool:
     deliveries = (
         await client.get("/v1/webhooks/deliveries", params={"status": "delivered"})
     ).json()
