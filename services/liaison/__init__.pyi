@@ -4,6 +4,9 @@ from ._auth import read_officers as read_officers
 from ._cli import commands as commands
 from ._cli import feed as feed
 from ._consumer import LiaisonConsumer as LiaisonConsumer
+from ._endpoints import Endpoint as Endpoint
+from ._endpoints import add_endpoint as add_endpoint
+from ._endpoints import signature as signature
 from ._errors import ApiError as ApiError
 from ._errors import LiaisonError as LiaisonError
 from ._errors import PublishingError as PublishingError
@@ -15,6 +18,7 @@ from ._events import EventState as EventState
 from ._handling import due_at as due_at
 from ._handling import release_problem as release_problem
 from ._handling import webhook_refusal as webhook_refusal
+from ._metrics import LiaisonMetrics as LiaisonMetrics
 from ._migrate import head_revision as head_revision
 from ._migrate import migrate as migrate
 from ._migrate import migration_sql as migration_sql
@@ -31,7 +35,8 @@ from ._store import AlertDraft as AlertDraft
 from ._store import Incoming as Incoming
 from ._store import LiaisonStore as LiaisonStore
 from ._store import WriteBatch as WriteBatch
+from ._store import Written as Written
 from ._up import run_in_up as run_in_up
-from ._webhooks import Endpoint as Endpoint
-from ._webhooks import add_endpoint as add_endpoint
-from ._webhooks import signature as signature
+from ._views import EventQuery as EventQuery
+from ._views import ReportQuery as ReportQuery
+from ._views import Views as Views

@@ -14,8 +14,8 @@ import typer
 from services.bus import ConfigError, Exchange, OixError, Settings, stop_on_signals
 from services.host import EXIT_CONFIG, err, fail, out, run, settings_or_exit
 from services.liaison._auth import add_officer, new_password, read_officers, remove_officer
+from services.liaison._endpoints import add_endpoint, read_endpoints
 from services.liaison._settings import LiaisonSettings, load_liaison_settings
-from services.liaison._webhooks import add_endpoint, read_endpoints
 
 commands = typer.Typer(
     name="liaison",

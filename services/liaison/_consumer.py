@@ -47,6 +47,7 @@ from services.liaison._settings import LiaisonSettings
 from services.liaison._store import (
     AlertDraft,
     Deliveries,
+    Delivery,
     Incoming,
     LiaisonStore,
     Partition,
@@ -90,8 +91,8 @@ class LiaisonConsumer:
         bootstrap: str,
         *,
         store: LiaisonStore,
-        metrics: LiaisonMetrics,
-        deliveries: Deliveries,
+        metrics: LiaisonMetrics | None = None,
+        deliveries: Deliveries | None = None,
         on_committed: Callable[[Written], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -99,8 +100,8 @@ class LiaisonConsumer:
         self.exchange = exchange
         self.agency = agency
         self.store = store
-        self.metrics = metrics
-        self.deliveries = deliveries
+        self.metrics = metrics or LiaisonMetrics()
+        self.deliveries: Deliveries = deliveries or _no_webhooks
         self.on_committed = on_committed
         self.topics = exchange.router.readable_by(agency)
         self.group_id = liaison.resolved_group(settings, agency)
@@ -350,6 +351,10 @@ class LiaisonConsumer:
                 with contextlib.suppress(KeyError):
                     gauge.remove(tp.topic, str(tp.partition))
         self._watched = followed
+
+
+def _no_webhooks(_facts: object, _status: str) -> list[Delivery]:
+    return []
 
 
 def _alert_of(event: LogEvent) -> AlertDraft:

@@ -15,6 +15,7 @@ from typing import Any
 from services.bus import ConfigError, Exchange, Settings, get_logger
 from services.liaison._auth import OfficerRegistry
 from services.liaison._consumer import LiaisonConsumer
+from services.liaison._endpoints import Endpoint, read_endpoints
 from services.liaison._metrics import LiaisonMetrics
 from services.liaison._migrate import migrate
 from services.liaison._publish import GatewayClient
@@ -23,7 +24,7 @@ from services.liaison._settings import LiaisonSettings
 from services.liaison._signal import ChangeSignal
 from services.liaison._store import LiaisonStore, Written
 from services.liaison._views import Views
-from services.liaison._webhooks import Deliverer, Endpoint, Router, read_endpoints
+from services.liaison._webhooks import Deliverer, Router
 
 log = get_logger(__name__)
 

@@ -289,13 +289,16 @@ class LiaisonStore:
         return postgresql.insert if self.dialect == "postgresql" else sqlite.insert
 
     async def _lock(self, connection: AsyncConnection, agency: str) -> int:
-        insert = self._insert()
-        await connection.execute(
-            insert(cursors).values(agency=agency, last_seq=0).on_conflict_do_nothing()
-        )
         query = sa.select(cursors.c.last_seq).where(cursors.c.agency == agency)
         if self.dialect == "postgresql":
             query = query.with_for_update()
+        last = (await connection.execute(query)).scalar()
+        if last is not None:
+            return int(last)
+        # The agency's first write: its cursor row, then its lock (another writer may race).
+        await connection.execute(
+            self._insert()(cursors).values(agency=agency, last_seq=0).on_conflict_do_nothing()
+        )
         return int((await connection.execute(query)).scalar_one())
 
     # -- the consumer's side ---------------------------------------------------------------

@@ -36,8 +36,12 @@ async def stream_events(
     after: int,
     partners: Collection[str],
     types: Collection[str],
-) -> AsyncIterator[tuple[int, str, str]]:
-    """(seq, kind, JSON data) of every change after ``after``, until the service stops."""
+) -> AsyncIterator[str]:
+    """Every change after ``after`` as SSE text, a chunk per read, until the service stops.
+
+    One chunk holds every message of one read of the change log: one write
+    to the connection for many changes.
+    """
     views = service.views
     poll_s = service.liaison.stream_poll_ms / 1000
     while not service.draining:
@@ -46,6 +50,7 @@ async def stream_events(
             await service.signal.wait(poll_s)
             continue
         found = await _load(service, agency, rows)
+        chunk = []
         for row in rows:
             after = row.seq
             if partners and row.originator not in partners:
@@ -54,7 +59,9 @@ async def stream_events(
                 continue
             data = _data(row, found)
             if data is not None:
-                yield row.seq, row.kind, data
+                chunk.append(f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n")
+        if chunk:
+            yield "".join(chunk)
 
 
 async def _load(service: LiaisonService, agency: str, rows: list[Any]) -> dict[str, Any]:
