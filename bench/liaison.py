@@ -30,7 +30,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from httpx_sse import aconnect_sse
 from rich.console import Console
@@ -246,6 +246,21 @@ async def create_topic(settings: Settings, topic: str) -> None:
         await admin.close()
 
 
+async def steady(
+    producer: AIOKafkaProducer, topic: str, sealed: Sequence[SealedReport], sent: dict[str, float]
+) -> None:
+    """Produce ``sealed`` at :data:`LATENCY_RATE`, noting when each was sent."""
+    started = time.perf_counter()
+    for i, s in enumerate(sealed):
+        due = started + i / LATENCY_RATE
+        pause = due - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        sent[s.message_id] = time.perf_counter()
+        await producer.send(topic, s.value, key=s.key, headers=s.headers)
+    await producer.flush()
+
+
 async def latency(
     base: Settings, workdir: Path, sealed: Sequence[SealedReport]
 ) -> tuple[float, float, int]:
@@ -289,15 +304,7 @@ async def latency(
             listening = asyncio.create_task(listen(http))
             await asyncio.wait_for(connected.wait(), 30)
             await asyncio.wait_for(service.consumer.positioned.wait(), 60)
-            started = time.perf_counter()
-            for i, s in enumerate(sealed):
-                due = started + i / LATENCY_RATE
-                pause = due - time.perf_counter()
-                if pause > 0:
-                    await asyncio.sleep(pause)
-                sent[s.message_id] = time.perf_counter()
-                await producer.send(topic, s.value, key=s.key, headers=s.headers)
-            await producer.flush()
+            await steady(producer, topic, sealed, sent)
             await asyncio.wait_for(everything.wait(), 60)
             await listening
     finally:
