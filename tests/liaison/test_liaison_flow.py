@@ -7,6 +7,7 @@ record, a resend of the same message).
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 
 import httpx
@@ -104,13 +105,23 @@ async def test_corrections_updates_cancellations_duplicates_and_exercises_form_e
     lv_settings = liaison_settings(tmp_path, LV)
     original = lt_incident(ALL_READERS)
     event_id = original.header.event_id
-    correction = lt_incident(
-        ALL_READERS,
-        event_id=event_id,
-        event_version=2,
-        links=[
-            MessageLink(message_id=original.header.message_id, relation=LinkRelation.SUPERSEDES)
-        ],
+    # The correction: the same report, nine persons instead of two, superseding it.
+    correction = original.model_copy(
+        update={
+            "header": original.header.model_copy(
+                update={
+                    "message_id": uuid.uuid4(),
+                    "event_version": 2,
+                    "links": [
+                        MessageLink(
+                            message_id=original.header.message_id,
+                            relation=LinkRelation.SUPERSEDES,
+                        )
+                    ],
+                }
+            ),
+            "persons": original.persons.model_copy(update={"total": 9}),
+        }
     )
     update = lt_incident(
         ALL_READERS,
@@ -186,7 +197,7 @@ async def test_corrections_updates_cancellations_duplicates_and_exercises_form_e
             str(update.header.message_id),
         ]
         assert versions[0]["superseded_by"] == str(correction.header.message_id)
-        assert versions[1]["changes"] == []  # the same content, a new version
+        assert versions[1]["changes"] == [{"path": "persons.total", "before": 2, "after": 9}]
         assert versions[0]["signature"] == {"status": "valid", "key_id": "LT-VSAT-2026-1"}
         withdrawn = (await client.get(f"/v1/events/{LT}/{doomed.header.event_id}")).json()
         assert withdrawn["event"]["status"] == "withdrawn"
