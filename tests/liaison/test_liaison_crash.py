@@ -16,7 +16,7 @@ import pytest
 from liaison_support import liaison_settings, lt_incident, produce_raw, running_liaison, signed_in
 from polling import eventually
 
-from services.bus import EmbeddedBroker, Exchange, SealedReport, Settings, free_port
+from services.bus import EmbeddedBroker, Exchange, SealedReport, Settings, ensure_topics, free_port
 from services.liaison import LiaisonStore
 from services.liaison._views import EventQuery, Views
 
@@ -86,6 +86,8 @@ async def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
         return process
 
     url = f"sqlite+aiosqlite:///{tmp_path / 'liaison' / f'liaison-{LV}.db'}"
+    # As provisioning does: the group's first assignment then holds the topic's partitions.
+    await ensure_topics(settings, settings.bootstrap or "", exchange.router.readable_by(LV))
     process = await start()
     chunk = TOTAL // (KILLS + 1)
     try:
@@ -100,7 +102,7 @@ async def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
                 await eventually(
                     functools.partial(_count_above, store, before),
                     "the liaison to store some",
-                    timeout=30,
+                    timeout=60,
                 )
             finally:
                 await store.close()
@@ -144,6 +146,7 @@ async def test_a_restarted_broker_is_noticed_and_said(
     after = [sealer.seal(lt_incident(ALL_READERS)) for _ in range(8)]
     broker = EmbeddedBroker(port=port)
     await broker.start()
+    await ensure_topics(own, own.bootstrap or "", [topic])
     try:
         async with (
             running_liaison(own, liaison_settings(tmp_path, LV), exchange) as lv,
@@ -159,8 +162,15 @@ async def test_a_restarted_broker_is_noticed_and_said(
             await broker.stop()
             broker = EmbeddedBroker(port=port)
             await broker.start()
+            # Writes to a topic the restarted broker is still re-creating can be acknowledged
+            # and then lost (DESIGN.md, "Known limits"): create it first.
+            await ensure_topics(own, own.bootstrap or "", [topic])
             await produce_raw(own.bootstrap or "", topic, after)
-            await eventually(lambda: stored(13), "the eight after the restart", timeout=90)
+            await eventually(
+                lambda: stored(13),
+                lambda: f"the eight after the restart; {lv.service.consumer.follower.status()}",
+                timeout=90,
+            )
 
             async def said() -> list[dict]:
                 alerts = (await client.get("/v1/alerts")).json()["items"]
@@ -168,8 +178,14 @@ async def test_a_restarted_broker_is_noticed_and_said(
 
             resets = await eventually(said, "a log_reset alert")
             assert "went backwards" in resets[0]["detail"]
-            status = (await client.get("/v1/status")).json()
-            assert status["log_resets"] >= 1
-            assert any(p["epoch"] >= 1 for p in status["partitions"])
+
+            async def new_epoch() -> bool:
+                status = (await client.get("/v1/status")).json()
+                return status["log_resets"] >= 1 and any(
+                    p["epoch"] >= 1 for p in status["partitions"]
+                )
+
+            # (Eventually: the restarted broker makes the group rebalance once more.)
+            await eventually(new_epoch, "the status to show the new epoch")
     finally:
         await broker.stop()
