@@ -639,6 +639,7 @@ class _BatchWriter:
         self.touched: dict[tuple[str, str], EventState] = {}
         self.change_rows: list[dict[str, Any]] = []
         self.marks: list[dict[str, Any]] = []
+        self.conflicts: list[AlertDraft] = []
 
     async def write(self, batch: WriteBatch, last: list[int]) -> Written:
         agency = self.agency
@@ -695,7 +696,7 @@ class _BatchWriter:
             )
             written.stored.append((seq, incoming))
         alert_rows = []
-        fresh_alerts = await self._fresh_alerts(batch.alerts)
+        fresh_alerts = await self._fresh_alerts([*batch.alerts, *self.conflicts])
         for draft in fresh_alerts:
             seq += 1
             alert_rows.append(_alert_row(agency, draft, seq, at))
@@ -733,26 +734,50 @@ class _BatchWriter:
         return written
 
     async def _fresh(self, reports: list[Incoming], written: Written) -> list[Incoming]:
-        """The reports not stored yet (nor earlier in the batch); duplicates counted."""
+        """The reports not stored yet (nor earlier in the batch); duplicates counted.
+
+        A message id its originator used again for other content is kept as first
+        stored and raised as a ``duplicate_conflict`` alert.
+        """
         if not reports:
             return []
         ids = sorted({r.facts.message_id for r in reports})
-        stored: set[tuple[str, str]] = set()
+        stored: dict[tuple[str, str], str] = {}
         for chunk in _chunks(ids):
             rows = await self.connection.execute(
-                sa.select(_M.originator, _M.message_id).where(
+                sa.select(_M.originator, _M.message_id, _M.value_sha256).where(
                     _M.agency == self.agency, _M.message_id.in_(chunk)
                 )
             )
-            stored.update((r.originator, r.message_id) for r in rows)
+            stored.update(((r.originator, r.message_id), r.value_sha256) for r in rows)
         fresh = []
         for incoming in reports:
-            identity = (incoming.facts.originator, incoming.facts.message_id)
-            if identity in stored:
-                written.duplicates += 1
+            facts = incoming.facts
+            identity = (facts.originator, facts.message_id)
+            first = stored.get(identity)
+            if first is None:
+                stored[identity] = incoming.value_sha256
+                fresh.append(incoming)
                 continue
-            stored.add(identity)
-            fresh.append(incoming)
+            written.duplicates += 1
+            if first != incoming.value_sha256:
+                self.conflicts.append(
+                    AlertDraft(
+                        alert_id=f"duplicate_conflict/{facts.originator}/{facts.message_id}/"
+                        f"{incoming.value_sha256[:16]}",
+                        kind="duplicate_conflict",
+                        detail=f"{facts.originator} used message id {facts.message_id} again "
+                        "for other content; the first one stored is kept",
+                        topic=incoming.topic,
+                        partition=incoming.partition,
+                        epoch=incoming.epoch,
+                        offset=incoming.offset,
+                        message_id=facts.message_id,
+                        originator=facts.originator,
+                        report_type=facts.report_type,
+                        signature_status=incoming.signature_status,
+                    )
+                )
         return fresh
 
     async def _load_references(self, fresh: list[Incoming]) -> None:

@@ -127,6 +127,11 @@ class LiaisonStoreContract:
         assert (len(written.stored), written.duplicates) == (1, 1)
         written = await store.write("LV-VRS", WriteBatch(reports=[incoming(report, 2)]), _none)
         assert (len(written.stored), written.duplicates) == (0, 1)
+        # Its originator using the id again for other content: kept as first stored, said.
+        reused = fresh("06-lt-incident-wetsuits-neman", message_id=report.header.message_id)
+        written = await store.write("LV-VRS", WriteBatch(reports=[incoming(reused, 3)]), _none)
+        assert (len(written.stored), written.duplicates) == (0, 1)
+        assert [a.kind for a in written.alerts] == ["duplicate_conflict"]
         # The same message id from another originator is another message.
         other = fresh(
             "02-lv-incident-ladders",

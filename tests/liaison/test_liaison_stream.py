@@ -103,3 +103,21 @@ async def test_the_console_session_is_an_httponly_strict_cookie_with_a_csrf_toke
             base_url=lv.url, cookies={"oix_liaison_session": token}
         ) as old:
             assert (await old.get("/v1/events")).status_code == 401
+
+
+async def test_the_consoles_files_are_served_from_the_static_directory(
+    settings: Settings, exchange: Exchange, tmp_path: Path
+) -> None:
+    static = tmp_path / "static"
+    static.mkdir()
+    (static / "index.html").write_text("<title>OIX console</title>", encoding="utf-8")
+    lv_settings = liaison_settings(tmp_path, LV, static_dir=static)
+    async with (
+        running_liaison(settings, lv_settings, exchange) as lv,
+        httpx.AsyncClient(base_url=lv.url) as browser,
+    ):
+        home = await browser.get("/", follow_redirects=True)
+        assert home.status_code == 200
+        assert home.url.path == "/console/"
+        assert "OIX console" in home.text
+        assert (await browser.get("/console/missing.js")).status_code == 404
