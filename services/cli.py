@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from services import audit, demo, gateway
+from services import audit, demo, gateway, liaison
 from services.bus import (
     BrokerError,
     EmbeddedBroker,
@@ -54,7 +54,7 @@ from services.host import (
     settings_or_exit,
 )
 
-SERVICES: tuple[HostedService, ...] = (audit, gateway, demo)
+SERVICES: tuple[HostedService, ...] = (audit, gateway, liaison, demo)
 """Every service of ``oix …`` and ``oix up``, in start order: the one place a service is added.
 
 The audit consumer starts first, so that it reads what the others publish from
@@ -89,6 +89,9 @@ def up() -> None:
     # Each service's part loads here, not before: `oix --help` stays fast.
     hooks = [(service_name(s), s.run_in_up) for s in SERVICES]
     run(lambda: run_up(settings, lambda line: out.print(line, highlight=False), hooks))
+
+
+app.command("feed")(liaison.feed)
 
 
 @app.command()

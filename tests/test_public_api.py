@@ -14,6 +14,7 @@ PACKAGES = [
     "services.demo",
     "services.gateway",
     "services.host",
+    "services.liaison",
 ]
 
 

@@ -24,6 +24,7 @@ LAYERS: dict[str, int] = {
     "services.host": 1,  # the hosting contract, oix up, the CLI helpers
     "services.audit": 2,  # the services: none imports another
     "services.gateway": 2,
+    "services.liaison": 2,
     "services.demo": 3,  # tools built on the services (the demo publishes through the SDK)
     "services.cli": 4,  # the command line, which registers the services
 }

@@ -388,6 +388,9 @@ class Continuity:
             self._check_served(highwater, held)
         if self.pending_seek is not None or self.mode is Mode.FRESH:
             return
+        if self.mode is Mode.PROBING:
+            self._probe_ended(highwater, now_ms)
+            return
         if self._past_highwater is not None and highwater >= self._past_highwater:
             self._low_since_ms = None
         elif self.mode is Mode.AHEAD and highwater <= held:
@@ -523,6 +526,18 @@ class Continuity:
             return False
         self._replaced(self._others_at_anchor[0], now_ms)
         return False
+
+    def _probe_ended(self, highwater: int, now_ms: int) -> None:
+        """Settle a probe that the log's end leaves open: the log was replaced.
+
+        The probe read the anchor's offset and found only other records there,
+        and the log holds nothing after it: no later record will ever come to
+        settle it (the probe would wait, silently, for the next record).
+        """
+        anchor = self._anchor
+        if anchor is None or not self._probe_seen or highwater > anchor + 1:
+            return
+        self._replaced(self._others_at_anchor[0], now_ms)
 
     def _replaced(self, served: bytes, now_ms: int) -> None:
         """The anchor record is not where it was: the log was replaced."""

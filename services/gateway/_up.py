@@ -8,7 +8,7 @@ from services.gateway._server import GatewayServer
 from services.gateway._service import GatewayService
 from services.gateway._settings import gateway_dir, load_gateway_settings
 from services.gateway._tokens import create_token
-from services.host import Ready, UpContext
+from services.host import PUBLISHING, PublishingPath, Ready, UpContext
 
 
 async def run_in_up(ctx: UpContext, ready: Ready) -> None:
@@ -41,6 +41,11 @@ async def run_in_up(ctx: UpContext, ready: Ready) -> None:
             server = GatewayServer(service)
             await server.start()
             servers.append(server)
+        for server in servers:
+            # The agency's liaison service publishes acknowledgements and answers here.
+            agency = server.service.agency
+            token = create_token(tokens_file, agency, f"liaison-{agency.lower()}")
+            ctx.offers.publish(PUBLISHING, agency, PublishingPath(agency, server.url, token))
         # Two short lines per agency: a token must not wrap on an 80-column console.
         lines = []
         for server in servers:

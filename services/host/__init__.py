@@ -16,12 +16,17 @@ from services.host._console import (
     settings_or_exit,
 )
 from services.host._contract import HostedService, Ready, UpContext, UpHook, service_name
+from services.host._offers import PUBLISHING, Offer, Offers, PublishingPath
 from services.host._up import run_up
 
 __all__ = [
     "EXIT_CONFIG",
     "EXIT_ERROR",
+    "PUBLISHING",
     "HostedService",
+    "Offer",
+    "Offers",
+    "PublishingPath",
     "Ready",
     "UpContext",
     "UpHook",

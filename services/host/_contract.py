@@ -15,6 +15,7 @@ from typing import Protocol
 import typer
 
 from services.bus import Exchange, Settings
+from services.host._offers import Offers
 
 
 class Ready(Protocol):
@@ -35,6 +36,8 @@ class UpContext:
     bootstrap: str
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     """Set on Ctrl-C or SIGTERM: drain, then return."""
+    offers: Offers = field(default_factory=Offers)
+    """What services offer each other (e.g. a gateway's publishing path to the liaison)."""
 
 
 class UpHook(Protocol):

@@ -553,3 +553,18 @@ def test_a_probe_that_skips_the_anchors_offset_reads_once_more() -> None:
     assert (repeat.kind, repeat.first_offset) == (LogEventKind.OFFSET_REPEATED, 41)
     assert b"other".hex() in repeat.detail
     assert b"same".hex() in repeat.detail
+
+
+def test_a_replaced_log_exactly_as_long_as_the_stored_one_is_settled_by_its_end() -> None:
+    # A restarted memory broker whose new log ends right after the anchor's offset: no later
+    # record will come to settle the probe, the high watermark must.
+    replaced = tracker(stored_up_to(1))
+    assert offer(replaced, (1, "other")) == []
+    assert replaced.pending_seek == Seek(0)
+    replaced.seeked(T)
+    assert offer(replaced, (0, "o"), (1, "other")) == []
+    assert (replaced.mode, replaced.epoch) == (Mode.PROBING, 0)
+    replaced.observe_highwater(2, T + 1, T + 1)
+    assert (replaced.pending_seek, replaced.epoch) == (Seek(None), 1)
+    replaced.seeked(T + 2)
+    assert offer(replaced, (0, "o"), (1, "other")) == [0, 1]

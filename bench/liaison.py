@@ -1,0 +1,435 @@
+"""Liaison benchmark: subscriber throughput beside the raw floors, and publish -> SSE latency.
+
+In one run, on one embedded broker:
+
+- raw consume: a plain aiokafka consumer reading a backlog of signed
+  IncidentReports (released to Latvia), no decoding, no storing;
+- raw verify: Ed25519 verification of the same values on one thread;
+- liaison -> SQLite and liaison -> PostgreSQL: Latvia's subscriber from its
+  first assignment until every report is committed (fetch, decode, verify in
+  worker processes, check releasability, fold into events, change log, write);
+- latency: a record produced at a steady 500 reports/s -> the event on the
+  live stream (``GET /v1/stream``) of a running liaison service (SQLite).
+
+Targets (issue 10): throughput at least 0.5 of the lower floor; p99 under 200 ms.
+PostgreSQL is the server at OIX_BENCH_POSTGRES (default 127.0.0.1:5432, trust).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+
+import asyncpg
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from httpx_sse import aconnect_sse
+from rich.console import Console
+from rich.table import Table
+
+from services.bus import (
+    H_KEY_ID,
+    H_SIGNATURE,
+    EmbeddedBroker,
+    Exchange,
+    IncidentReport,
+    SealedReport,
+    Settings,
+    configure_logging,
+    freshen,
+    load_examples,
+    start_producer,
+)
+from services.liaison import (
+    EventQuery,
+    LiaisonConsumer,
+    LiaisonServer,
+    LiaisonService,
+    LiaisonSettings,
+    LiaisonStore,
+    ReportQuery,
+    Views,
+    Written,
+    add_officer,
+    migrate,
+)
+
+BACKLOG = int(os.environ.get("OIX_BENCH_RECORDS", "30000"))
+LATENCY_RATE = 500
+LATENCY_SECONDS = 10
+AGENCY = "LV-VRS"
+PG_ADMIN = os.environ.get("OIX_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+REPO = Path(__file__).resolve().parents[1]
+PASSWORD = "bench-password-0123"  # noqa: S105  # a throwaway officer of the benchmark
+
+console = Console(width=None if sys.stdout.isatty() else 120)
+
+
+def seal(exchange: Exchange, count: int) -> list[SealedReport]:
+    reports = freshen([e.report for e in load_examples()])
+    report = next(
+        r for r in reports if isinstance(r, IncidentReport) and r.header.originator == "LT-VSAT"
+    )
+    released = report.header.model_copy(
+        update={"releasable_to": ["LV-VRS", "PL-SG", "EE-PPA", "UA-DPSU"]}
+    )
+    sealer = exchange.sealer("LT-VSAT")
+    out = []
+    for i in range(count):
+        message_id = uuid.uuid4()
+        header = released.model_copy(update={"message_id": message_id, "event_id": message_id})
+        out.append(sealer.seal(report.model_copy(update={"header": header}), key=f"s-{i % 64}"))
+    return out
+
+
+async def produce(settings: Settings, topic: str, sealed: Sequence[SealedReport]) -> None:
+    assert settings.bootstrap is not None
+    producer = await start_producer(settings, settings.bootstrap)
+    try:
+        for start in range(0, len(sealed), 2000):
+            futures = [
+                await producer.send(topic, s.value, key=s.key, headers=s.headers)
+                for s in sealed[start : start + 2000]
+            ]
+            await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def raw_consume(bootstrap: str, topic: str, count: int) -> float:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
+    )
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        seen = 0
+        started = time.perf_counter()
+        while seen < count:
+            batch = await consumer.getmany(timeout_ms=500)
+            seen += sum(len(records) for records in batch.values())
+        return count / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+def raw_verify(exchange: Exchange, sealed: Sequence[SealedReport]) -> float:
+    verifier = exchange.verifier
+    items = [(s.value, dict(s.headers)) for s in sealed[:20000]]
+    started = time.perf_counter()
+    for value, headers in items:
+        status = verifier.verify(
+            value, headers[H_SIGNATURE], headers[H_KEY_ID].decode(), "LT-VSAT"
+        ).status
+        assert status == "valid"
+    return len(items) / (time.perf_counter() - started)
+
+
+def liaison_settings(workdir: Path, **overrides: object) -> LiaisonSettings:
+    base: dict[str, object] = {
+        "agency": AGENCY,
+        "session_timeout_ms": 2000,
+        "heartbeat_interval_ms": 500,
+        "rebalance_timeout_ms": 2000,
+        "metadata_max_age_ms": 1000,
+        "officers_file": workdir / "officers.yaml",
+        "webhooks_file": workdir / "none.yaml",
+        "port": 0,
+    }
+    return LiaisonSettings(**{**base, **overrides})  # type: ignore[arg-type]
+
+
+async def until(event: asyncio.Event, task: asyncio.Task[None], timeout: float) -> None:
+    """Wait for ``event``; a consumer that stops first fails the benchmark with its error."""
+    waiter = asyncio.ensure_future(event.wait())
+    done, _ = await asyncio.wait({waiter, task}, timeout=timeout, return_when="FIRST_COMPLETED")
+    if waiter not in done:
+        waiter.cancel()
+        if task in done:
+            task.result()
+            raise RuntimeError("the liaison consumer stopped early")
+        raise TimeoutError(f"waited {timeout:.0f} s")
+
+
+async def throughput(
+    settings: Settings, exchange: Exchange, url: str, workdir: Path, count: int
+) -> tuple[float, float]:
+    """Reports per second from the first assignment to the last commit, and the mean batch."""
+    await migrate(url)
+    store = await LiaisonStore.open(url)
+    done = asyncio.Event()
+    batches: list[int] = []
+
+    def committed(written: Written) -> None:
+        batches.append(len(written.stored))
+        if consumer.stored >= count:
+            done.set()
+
+    assert settings.bootstrap is not None
+    consumer = LiaisonConsumer(
+        settings,
+        liaison_settings(
+            workdir, group_id=f"{settings.topic_prefix}.{AGENCY}.bench-{uuid.uuid4().hex[:6]}"
+        ),
+        exchange,
+        AGENCY,
+        settings.bootstrap,
+        store=store,
+        on_committed=committed,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        await until(consumer.positioned, task, 60)
+        started = time.perf_counter()
+        await until(done, task, 600)
+        elapsed = time.perf_counter() - started
+    finally:
+        stop.set()
+        await task
+        await store.close()
+    return count / elapsed, statistics.mean(b for b in batches if b) if batches else 0.0
+
+
+async def console_queries(url: str) -> list[tuple[str, float]]:
+    """Milliseconds per query the console makes, on the store the backlog filled."""
+    store = await LiaisonStore.open(url)
+    views = Views(store)
+    found = []
+    try:
+        day = 86_400_000
+        queries = {
+            "events, first page of 50": lambda: views.events(AGENCY, EventQuery(), 0),
+            "events of one partner, type and impact": lambda: views.events(
+                AGENCY,
+                EventQuery(partners=["LT-VSAT"], types=["IncidentReport"], impacts=["HIGH"]),
+                0,
+            ),
+            "events matching free text": lambda: views.events(
+                AGENCY, EventQuery(text="wetsuit"), 0
+            ),
+            "reports, next page": lambda: views.reports(AGENCY, ReportQuery(cursor=BACKLOG // 2)),
+            "open requests": lambda: views.requests(AGENCY, "open", 0),
+            "daily summary, 7 days": lambda: views.summary(
+                AGENCY, int(time.time() * 1000) - 7 * day, int(time.time() * 1000) + day, []
+            ),
+        }
+        for name, query in queries.items():
+            await query()
+            started = time.perf_counter()
+            for _ in range(5):
+                await query()
+            found.append((name, (time.perf_counter() - started) / 5 * 1000))
+    finally:
+        await store.close()
+    return found
+
+
+async def create_topic(settings: Settings, topic: str) -> None:
+    assert settings.bootstrap is not None
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 6, 1)])
+    finally:
+        await admin.close()
+
+
+async def steady(
+    producer: AIOKafkaProducer, topic: str, sealed: Sequence[SealedReport], sent: dict[str, float]
+) -> None:
+    """Produce ``sealed`` at :data:`LATENCY_RATE`, noting when each was sent."""
+    started = time.perf_counter()
+    for i, s in enumerate(sealed):
+        due = started + i / LATENCY_RATE
+        pause = due - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        sent[s.message_id] = time.perf_counter()
+        await producer.send(topic, s.value, key=s.key, headers=s.headers)
+    await producer.flush()
+
+
+async def latency(
+    base: Settings, workdir: Path, sealed: Sequence[SealedReport]
+) -> tuple[float, float, int]:
+    """p50 and p99 (ms) from produce to the event on the live stream, and the count."""
+    settings = base.model_copy(update={"topic_prefix": f"lat{uuid.uuid4().hex[:8]}"})
+    exchange = Exchange.from_settings(settings)
+    topic = exchange.naming.feed("LT-VSAT", "incidents")
+    await create_topic(settings, topic)
+    own = workdir / "latency"
+    add_officer(own / "officers.yaml", AGENCY, "bench", PASSWORD)
+    service = LiaisonService(settings, liaison_settings(own), exchange, migrate_first=True)
+    await service.start()
+    server = LiaisonServer(service, host="127.0.0.1", port=0)
+    await server.start()
+    sent: dict[str, float] = {}
+    delays: list[float] = []
+    everything = asyncio.Event()
+    connected = asyncio.Event()
+
+    async def listen(http: httpx.AsyncClient) -> None:
+        async with aconnect_sse(http, "GET", "/v1/stream") as source:
+            connected.set()
+            async for message in source.aiter_sse():
+                if message.event != "report":
+                    continue
+                seen = time.perf_counter()
+                data = orjson.loads(message.data)
+                delays.append((seen - sent[data["report"]["message_id"]]) * 1000)
+                if len(delays) == len(sealed):
+                    everything.set()
+                    return
+
+    assert settings.bootstrap is not None
+    producer = await start_producer(settings, settings.bootstrap, linger_ms=0)
+    try:
+        async with httpx.AsyncClient(
+            base_url=server.url, timeout=httpx.Timeout(30, read=None)
+        ) as http:
+            token = await http.post("/v1/tokens", json={"name": "bench", "password": PASSWORD})
+            http.headers["Authorization"] = f"Bearer {token.json()['token']}"
+            listening = asyncio.create_task(listen(http))
+            await asyncio.wait_for(connected.wait(), 30)
+            await asyncio.wait_for(service.consumer.positioned.wait(), 60)
+            await steady(producer, topic, sealed, sent)
+            await asyncio.wait_for(everything.wait(), 60)
+            await listening
+    finally:
+        await producer.stop()
+        await server.stop()
+        await service.stop()
+    ordered = sorted(delays)
+    p50 = ordered[len(ordered) // 2]
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return p50, p99, len(ordered)
+
+
+async def postgres_database() -> str:
+    name = f"oix_bench_{uuid.uuid4().hex[:8]}"
+    connection = await asyncpg.connect(PG_ADMIN)
+    try:
+        await connection.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await connection.close()
+    host = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
+    return f"postgresql+asyncpg://{host}/{name}"
+
+
+async def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    connection = await asyncpg.connect(PG_ADMIN)
+    try:
+        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await connection.close()
+
+
+async def main() -> None:
+    configure_logging("json", "ERROR")
+    workdir = Path(tempfile.mkdtemp(prefix="oix-bench-liaison-"))
+    async with EmbeddedBroker() as broker:
+        settings = Settings(
+            bootstrap=broker.bootstrap,
+            topic_prefix="bench",
+            data_dir=workdir,
+            agreement=REPO / "deploy" / "agreement.example.yaml",
+            keys_dir=REPO / "deploy" / "keys",
+            schemas_dir=REPO / "schemas",
+            log_format="json",
+            log_level="ERROR",
+        )
+        exchange = Exchange.from_settings(settings)
+        steady_count = LATENCY_RATE * LATENCY_SECONDS
+        console.print(f"signing {BACKLOG} IncidentReports ({steady_count} more)")
+        sealed = seal(exchange, BACKLOG + steady_count)
+        backlog, steady = sealed[:BACKLOG], sealed[BACKLOG:]
+        topic = exchange.naming.feed("LT-VSAT", "incidents")
+        await produce(settings, topic, backlog)
+        console.print(f"backlog of {BACKLOG} records ({len(backlog[0].value)} B values) produced")
+
+        consume_rate = await raw_consume(broker.bootstrap, topic, BACKLOG)
+        verify_rate = raw_verify(exchange, backlog)
+        sqlite_url = f"sqlite+aiosqlite:///{workdir / 'liaison.db'}"
+        sqlite_rate, sqlite_batch = await throughput(
+            settings, exchange, sqlite_url, workdir, BACKLOG
+        )
+        queries = await console_queries(sqlite_url)
+        pg_url = await postgres_database()
+        try:
+            pg_rate, pg_batch = await throughput(settings, exchange, pg_url, workdir, BACKLOG)
+        finally:
+            await drop_database(pg_url)
+        p50, p99, seen = await latency(settings, workdir, steady)
+
+    print_tables(
+        (consume_rate, verify_rate),
+        [
+            ("liaison -> SQLite", sqlite_rate, sqlite_batch),
+            ("liaison -> PostgreSQL", pg_rate, pg_batch),
+        ],
+        (p50, p99, seen),
+        queries,
+    )
+
+
+def print_tables(
+    floors: tuple[float, float],
+    rates: list[tuple[str, float, float]],
+    latencies: tuple[float, float, int],
+    queries: list[tuple[str, float]],
+) -> None:
+    consume_rate, verify_rate = floors
+    p50, p99, seen = latencies
+    floor = min(consume_rate, verify_rate)
+    table = Table(title=f"liaison subscriber throughput, {BACKLOG} signed IncidentReports, one run")
+    for column in ("path", "msg/s", "x lower floor", "target", ""):
+        table.add_column(column, justify="left" if column == "path" else "right")
+    table.add_row("raw aiokafka consume (no decode, no store)", f"{consume_rate:,.0f}", "", "", "")
+    table.add_row("raw Ed25519 verify, 1 thread", f"{verify_rate:,.0f}", "", "", "")
+    for name, rate, batch in rates:
+        ratio = rate / floor
+        table.add_row(
+            f"{name}, mean batch {batch:,.0f}",
+            f"{rate:,.0f}",
+            f"{ratio:.2f}",
+            ">= 0.5x",
+            "[green]met[/]" if ratio >= 0.5 else "[red]missed[/]",
+        )
+    console.print(table)
+    lat = Table(
+        title=f"publish -> event on the live stream at {LATENCY_RATE} reports/s for "
+        f"{LATENCY_SECONDS} s (SQLite)"
+    )
+    for column in ("reports", "p50 ms", "p99 ms", "target", ""):
+        lat.add_column(column, justify="right")
+    lat.add_row(
+        str(seen),
+        f"{p50:.1f}",
+        f"{p99:.1f}",
+        "p99 < 200",
+        "[green]met[/]" if p99 < 200 else "[red]missed[/]",
+    )
+    console.print(lat)
+    console_table = Table(title=f"console queries on SQLite holding {BACKLOG} events")
+    console_table.add_column("query")
+    console_table.add_column("ms", justify="right")
+    for name, ms in queries:
+        console_table.add_row(name, f"{ms:.1f}")
+    console.print(console_table)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))

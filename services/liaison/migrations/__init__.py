@@ -1,0 +1,1 @@
+"""Alembic migrations of the liaison store (``env.py`` and ``versions/``)."""
