@@ -27,6 +27,8 @@ from services.bus import (
     private_sqlite,
 )
 from services.gateway._store import Store
+from services.liaison import LiaisonStore
+from services.liaison import migrate as migrate_liaison
 
 REPO = Path(__file__).resolve().parents[1]
 AGREEMENT = REPO / "deploy" / "agreement.example.yaml"
@@ -61,6 +63,23 @@ async def test_the_audit_store_its_wal_and_its_directories_are_the_owners_only(
     finally:
         await store.close()
     assert modes == {"audit.db": 0o600, "audit.db-wal": 0o600, "audit.db-shm": 0o600}
+    assert (_mode(tmp_path / "fresh"), _mode(data)) == (0o700, 0o700)
+
+
+async def test_the_liaison_store_its_wal_and_its_directories_are_the_owners_only(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "fresh" / "liaison"
+    url = f"sqlite+aiosqlite:///{data / 'LV-VRS.db'}"
+    await migrate_liaison(url)
+    store = await LiaisonStore.open(url)
+    try:
+        companions = [data / "LV-VRS.db-wal", data / "LV-VRS.db-shm"]
+        assert all(p.exists() for p in companions)
+        modes = {p.name: _mode(p) for p in [data / "LV-VRS.db", *companions]}
+    finally:
+        await store.close()
+    assert modes == {"LV-VRS.db": 0o600, "LV-VRS.db-wal": 0o600, "LV-VRS.db-shm": 0o600}
     assert (_mode(tmp_path / "fresh"), _mode(data)) == (0o700, 0o700)
 
 

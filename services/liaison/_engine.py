@@ -1,6 +1,7 @@
 """SQLAlchemy async engines for the liaison store.
 
-SQLite runs in WAL mode with ``synchronous=FULL`` and explicit ``BEGIN``
+SQLite runs in WAL mode with ``synchronous=NORMAL`` (positions commit with the
+reports, so a power loss rolls both back and the bus is read again) and explicit ``BEGIN``
 (the Python driver would otherwise begin transactions late); writers take the
 write lock at ``BEGIN IMMEDIATE``, so two writers queue instead of failing on
 a lock upgrade, and the order of commits is the order of the change log.
@@ -16,6 +17,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from services.bus import private_sqlite
+
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 
 
@@ -29,8 +32,9 @@ def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
     if not is_sqlite(url):
         return create_async_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
     database = make_url(url).database
-    if database:
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if database and database != ":memory:":
+        # What partners reported, possibly personal data: the owner's only (WAL and SHM follow).
+        private_sqlite(Path(database))
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
 
