@@ -11,10 +11,15 @@
 #                   (oix-admin: creates the SCRAM users and runs `oix provision`)
 #   scram/<user>    one SCRAM-SHA-512 password per Kafka user: each agency's gateway
 #                   (lt-vsat, lv-vrs, pl-sg, ee-ppa, ua-dpsu) and the audit consumer (oix-audit)
-#   postgres/       passwords of the store's owner role (oix_owner) and service role
-#                   (oix_audit), and libpq password files for both
+#   postgres/       passwords of the audit store's owner role (oix_owner), its service
+#                   role (oix_audit) and the liaison stores' role (oix_liaison), and
+#                   libpq password files for them
 #   gateway-tokens.yaml   one bearer token per agency system, stored hashed; the
 #                   tokens themselves are printed once, here, and nowhere else
+#   liaison/        each agency's liaison service: its own gateway token (<agency>.token,
+#                   the service publishes officers' answers with it) and the lab
+#                   officers (officers.yaml, argon2 hashes; one officer `duty` per
+#                   agency, whose password is printed once, here)
 #
 # Signing keys are not made here: the lab runs the example agreement, whose
 # demo keys are deploy/keys (OIX_ENV=development). Production mounts each
@@ -50,7 +55,7 @@ if [[ -e $out && ${1:-} != --force ]]; then
 fi
 rm -rf "$out"
 umask 077
-mkdir -p "$out/scram" "$out/postgres"
+mkdir -p "$out/scram" "$out/postgres" "$out/liaison"
 chmod 700 "$out"
 
 for broker in kafka-1 kafka-2 kafka-3; do
@@ -77,21 +82,33 @@ done
 
 password > "$out/postgres/owner-password"
 password > "$out/postgres/audit-password"
+password > "$out/postgres/liaison-password"
 # libpq password files (host:port:database:user:password), read through PGPASSFILE.
 printf 'postgres:5432:oix:oix_owner:%s\n' "$(cat "$out/postgres/owner-password")" \
   > "$out/postgres/owner.pgpass"
 printf 'postgres:5432:oix:oix_audit:%s\n' "$(cat "$out/postgres/audit-password")" \
   > "$out/postgres/audit.pgpass"
-own "$PG_UID" "$out/postgres/owner-password" "$out/postgres/audit-password"
-own "$OIX_UID" "$out/postgres/owner.pgpass" "$out/postgres/audit.pgpass"
+# The liaison role owns one database per agency: any database name (*) of that host.
+printf 'postgres:5432:*:oix_liaison:%s\n' "$(cat "$out/postgres/liaison-password")" \
+  > "$out/postgres/liaison.pgpass"
+own "$PG_UID" "$out/postgres/owner-password" "$out/postgres/audit-password" \
+  "$out/postgres/liaison-password"
+own "$OIX_UID" "$out/postgres/owner.pgpass" "$out/postgres/audit.pgpass" \
+  "$out/postgres/liaison.pgpass"
 
 if [[ -x $oix ]]; then
   for agency in "${agencies[@]}"; do
     token=$("$oix" gateway token create "$agency" --name "${agency,,}-system" \
       --tokens-file "$out/gateway-tokens.yaml" 2>/dev/null)
     echo "gateway token for $agency: $token"
+    # The liaison service's own token for its agency's gateway (revocable apart).
+    "$oix" gateway token create "$agency" --name "${agency,,}-liaison" \
+      --tokens-file "$out/gateway-tokens.yaml" > "$out/liaison/${agency,,}.token" 2>/dev/null
+    officer=$(OIX_LIAISON_OFFICERS_FILE="$out/liaison/officers.yaml" \
+      "$oix" liaison officer add duty --as "$agency" 2>/dev/null)
+    echo "liaison console officer duty of $agency: $officer"
   done
-  own "$OIX_UID" "$out/gateway-tokens.yaml"
+  own "$OIX_UID" "$out/gateway-tokens.yaml" "$out"/liaison/*
 else
   echo "no oix command ($oix): run \`make .venv/.installed\` and this script again" >&2
   exit 1

@@ -35,6 +35,7 @@ from services.bus._strimzi import render_strimzi
 from services.bus._topics import AUDIT_USER, kafka_user
 from services.cli import app
 from services.gateway import GatewaySettings
+from services.liaison import LiaisonSettings
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "docker-compose.yml"
@@ -49,6 +50,7 @@ OIX_IMAGES = {"oix:lab", f"registry.example.org/oix:{VERSION}"}
 SETTINGS_CLASSES: dict[str, type[BaseSettings]] = {
     "OIX_GATEWAY_": GatewaySettings,
     "OIX_AUDIT_": AuditSettings,
+    "OIX_LIAISON_": LiaisonSettings,
     "OIX_": Settings,
 }
 READ_ELSEWHERE = {
@@ -235,6 +237,7 @@ def test_compose_oix_services_use_commands_settings_and_ports_that_exist(
                 assert target.removeprefix("oix_") in Settings.model_fields, target
     gateway_port = str(GatewaySettings.model_fields["port"].default)
     audit_port = str(AuditSettings.model_fields["metrics_port"].default)
+    liaison_port = str(LiaisonSettings.model_fields["port"].default)
     for name, service in services.items():
         env = service.get("environment", {})
         health = " ".join(service.get("healthcheck", {}).get("test", []))
@@ -246,9 +249,15 @@ def test_compose_oix_services_use_commands_settings_and_ports_that_exist(
             assert str(env["OIX_AUDIT_METRICS_PORT"]) == audit_port
             assert service["ports"] == [f"{audit_port}:{audit_port}"]
             assert f"127.0.0.1:{audit_port}/healthz" in health
+        if service["command"][:2] == ["liaison", "run"]:
+            assert str(env["OIX_LIAISON_PORT"]) == liaison_port
+            assert [p.split(":")[1] for p in service["ports"]] == [liaison_port]
+            assert f"127.0.0.1:{liaison_port}/readyz" in health, name
     from services.gateway._routes import operations
+    from services.liaison._http import operations as liaison_operations
 
     assert {"/readyz", "/healthz"} <= {route.path for route in operations.routes}
+    assert {"/readyz", "/healthz"} <= {route.path for route in liaison_operations.routes}
     assert '"/healthz"' in (REPO / "services/audit/_metrics.py").read_text(encoding="utf-8")
 
 
@@ -270,6 +279,35 @@ def test_compose_has_a_gateway_and_a_kafka_user_per_agency() -> None:
     assert listed is not None
     assert set(listed.group(1).split()) == {kafka_user(p) for p in agreement.parties} | {AUDIT_USER}
     assert compose["services"]["audit"]["environment"]["OIX_KAFKA_SASL_USERNAME"] == AUDIT_USER
+
+
+def test_compose_has_a_liaison_per_agency_reading_as_the_agency_through_its_gateway() -> None:
+    """Each liaison reads as its agency's Kafka user, into its own database, and answers
+    through its own agency's gateway with a token of its own."""
+    agreement = load_agreement(AGREEMENT)
+    compose = _compose()
+    liaisons = {
+        service["command"][3]: (name, service)
+        for name, service in _oix_services().items()
+        if service["command"][:2] == ["liaison", "run"]
+    }
+    assert set(liaisons) == set(agreement.parties)
+    databases = set()
+    for agency, (name, service) in liaisons.items():
+        env = service["environment"]
+        assert env["OIX_KAFKA_SASL_USERNAME"] == kafka_user(agency)
+        gateway = f"gateway-{agency.lower()}"
+        assert env["OIX_LIAISON_GATEWAY_URL"] == f"http://{gateway}:8080"
+        assert gateway in service["depends_on"], name
+        assert compose["services"][gateway]["command"][3] == agency
+        databases.add(env["OIX_LIAISON_DATABASE_URL"].rsplit("/", 1)[1])
+        targets = {s["target"]: s["source"] for s in service["secrets"] if isinstance(s, dict)}
+        assert targets["liaison-gateway-token"] == f"liaison-token-{agency.lower()}"
+        assert targets["oix_kafka_sasl_password"] == f"scram-{agency.lower()}"
+    assert len(databases) == len(liaisons), "two agencies' stores in one database"
+    roles = (REPO / "deploy/lab/postgres-roles.sh").read_text(encoding="utf-8")
+    for database in databases:
+        assert f"CREATE DATABASE {database} OWNER oix_liaison;" in roles
 
 
 def test_compose_files_and_secrets_exist_or_are_made_by_the_lab_script(tmp_path: Path) -> None:
@@ -315,6 +353,10 @@ def test_compose_files_and_secrets_exist_or_are_made_by_the_lab_script(tmp_path:
         assert mode & 0o077 == 0 or path == "tls/ca.pem", f"{path} is readable by others"
 
 
+def sasl_user_of(container: dict[str, Any]) -> str:
+    return next(v["value"] for v in container["env"] if v["name"] == "OIX_KAFKA_SASL_USERNAME")
+
+
 def test_k8s_containers_use_commands_settings_and_ports_that_exist(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -341,6 +383,11 @@ def test_k8s_containers_use_commands_settings_and_ports_that_exist(
             assert ports == {"http": int(env["OIX_GATEWAY_PORT"])}
         if container["args"][:2] == ["audit", "run"]:
             assert ports == {"metrics": int(env["OIX_AUDIT_METRICS_PORT"])}
+        if container["args"][:2] == ["liaison", "run"]:
+            assert ports == {"http": int(env["OIX_LIAISON_PORT"])}
+            assert (
+                env["OIX_LIAISON_GATEWAY_URL"] == f"http://gateway-{sasl_user_of(container)}:8080"
+            )
         sasl_user = env.get("OIX_KAFKA_SASL_USERNAME")
         if sasl_user is not None:
             assert sasl_user in strimzi_users, f"{name}: no KafkaUser {sasl_user}"
