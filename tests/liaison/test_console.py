@@ -1,0 +1,499 @@
+"""The liaison console in a real browser, against real services on the real broker.
+
+Lithuania, Latvia and Poland each run a liaison service; Lithuania and Latvia
+also run gateways, through which reports are published and through which
+their officers' acknowledgements and answers go back. Headless Chromium
+(Debian's, driven by Selenium) signs in as an officer and uses the page as
+one would: nothing is read from the API behind the page's back except to
+check what the other side received.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from console_browser import Browser, start_chromium
+from liaison_support import (
+    PASSWORD,
+    RunningGateway,
+    RunningLiaison,
+    liaison_settings,
+    lt_incident,
+    produce_raw,
+    publish,
+    publishers,
+    report,
+    running_gateway,
+    running_liaison,
+)
+from polling import eventually
+from pydantic import SecretStr
+
+from services.bus import (
+    Exchange,
+    LinkRelation,
+    MessageLink,
+    Report,
+    Settings,
+)
+from services.gateway import Publisher, create_token
+from services.liaison import add_officer
+
+pytestmark = pytest.mark.timeout(60)
+
+LT, LV, PL = "LT-VSAT", "LV-VRS", "PL-SG"
+ALL_READERS = ["LV-VRS", "PL-SG", "EE-PPA", "UA-DPSU"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class World:
+    settings: Settings
+    exchange: Exchange
+    lt: RunningLiaison
+    lv: RunningLiaison
+    pl: RunningLiaison
+    lt_gateway: RunningGateway
+    lv_gateway: RunningGateway
+    lt_system: httpx.AsyncClient
+    lv_system: httpx.AsyncClient
+    pub: dict[str, Publisher]
+    browser: Browser
+
+
+@pytest.fixture(scope="module")
+async def world(bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+    """Three agencies' services, two gateways, officers, and one browser, for the module."""
+    tmp = tmp_path_factory.mktemp("console")
+    settings = Settings(
+        bootstrap=bootstrap,
+        topic_prefix=f"t{uuid.uuid4().hex[:12]}",
+        data_dir=tmp,
+        agreement=REPO / "deploy" / "agreement.example.yaml",
+        keys_dir=REPO / "deploy" / "keys",
+        schemas_dir=REPO / "schemas",
+        log_format="json",
+    )
+    exchange = Exchange.from_settings(settings)
+    tokens = tmp / "tokens.yaml"
+    lt_token = create_token(tokens, LT, "lt-system")
+    lv_token = create_token(tokens, LV, "lv-system")
+    officers = tmp / "officers.yaml"
+    for agency, name in ((LT, "lina"), (LV, "liga"), (PL, "piotr")):
+        add_officer(officers, agency, name, PASSWORD)
+    driver = start_chromium()
+    browser = Browser(driver)
+    try:
+        async with (
+            running_gateway(settings, exchange, LT, tokens) as lt_gateway,
+            running_gateway(settings, exchange, LV, tokens) as lv_gateway,
+        ):
+
+            def with_gateway(agency: str, gateway: RunningGateway, token: str) -> Any:
+                return liaison_settings(
+                    tmp, agency, gateway_url=gateway.url, gateway_token=SecretStr(token)
+                )
+
+            async with (
+                running_liaison(settings, with_gateway(LT, lt_gateway, lt_token), exchange) as lt,
+                running_liaison(settings, with_gateway(LV, lv_gateway, lv_token), exchange) as lv,
+                running_liaison(settings, liaison_settings(tmp, PL), exchange) as pl,
+                publishers(settings, exchange, [LT, PL]) as pub,
+                httpx.AsyncClient(
+                    base_url=lt_gateway.url, headers={"Authorization": f"Bearer {lt_token}"}
+                ) as lt_system,
+                httpx.AsyncClient(
+                    base_url=lv_gateway.url, headers={"Authorization": f"Bearer {lv_token}"}
+                ) as lv_system,
+            ):
+                yield World(
+                    settings,
+                    exchange,
+                    lt,
+                    lv,
+                    pl,
+                    lt_gateway,
+                    lv_gateway,
+                    lt_system,
+                    lv_system,
+                    pub,
+                    browser,
+                )
+    finally:
+        browser.close()
+
+
+def key(item: Report) -> str:
+    return f"{item.header.originator}/{item.header.event_id}"
+
+
+def feed_item(item: Report) -> str:
+    return f'#feed li[data-key="{key(item)}"]'
+
+
+async def through_gateway(client: httpx.AsyncClient, item: Report) -> str:
+    """Publish ``item`` through an agency's gateway over HTTP; its message id."""
+    response = await client.post("/v1/reports", json=item.model_dump(mode="json"))
+    assert response.status_code == 201, response.text
+    return str(response.json()["message_id"])
+
+
+async def test_an_officer_signs_in_and_a_report_arrives_without_reload(world: World) -> None:
+    browser = world.browser
+    await browser.open(f"{world.lv.url}/console/")
+    await browser.call(browser.driver.delete_all_cookies)
+    await browser.open(f"{world.lv.url}/console/")
+    await browser.fill("#login-name", "liga")
+    await browser.fill("#login-password", "not the password")
+    await browser.click("#login-form button[type=submit]")
+    assert "wrong name or password" in (await browser.find("#login-error", "wrong")).text
+    await browser.fill("#login-password", PASSWORD)
+    await browser.click("#login-form button[type=submit]")
+    await browser.find("#officer", "liga (LV-VRS)")
+    await browser.find("#connection", "Live")
+    await browser.js("window.notReloaded = true;")
+
+    incident = lt_incident(ALL_READERS, impact="HIGH")
+    await through_gateway(world.lt_system, incident)
+    line = await browser.find(feed_item(incident))
+    text = line.text
+    for shown in (LT, "IncidentReport", "Impact: HIGH", "LT-BY-DRUSKININKAI", "Signature valid"):
+        assert shown in text, (shown, text)
+    assert "EXERCISE" not in text and "LATE" not in text
+    assert await browser.js("return window.notReloaded === true;")
+
+    # An exercise, and an incident first reported two days after its detection.
+    drill = lt_incident(ALL_READERS, mode="EXERCISE")
+    late = lt_incident(ALL_READERS)
+    late = late.model_copy(update={"detected_at": datetime.now(UTC) - timedelta(days=2)})
+    await publish(world.pub[LT], drill)
+    await publish(world.pub[LT], late)
+    badge = await browser.find(f"{feed_item(drill)} .badge.EXERCISE")
+    assert badge.text == "EXERCISE"
+    assert "LATE" in (await browser.find(f"{feed_item(late)} .badge.late")).text
+    assert await browser.js("return window.notReloaded === true;")
+    keys = await browser.js(
+        "return [...document.querySelectorAll('#feed li')].map(li => li.dataset.key);"
+    )
+    assert keys[:3] == [key(late), key(drill), key(incident)], "newest first"
+    await browser.screenshot("feed")
+
+
+async def test_filters_are_kept_in_the_url_and_apply_to_live_arrivals(world: World) -> None:
+    browser = world.browser
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    lt_high = lt_incident(ALL_READERS, impact="HIGH")
+    lt_low = lt_incident(ALL_READERS, impact="LOW")
+    pl_high = report("02-lv-incident-ladders", originator=PL, releasable_to=[LV], impact="HIGH")
+    for publisher, item in ((LT, lt_high), (LT, lt_low), (PL, pl_high)):
+        await publish(world.pub[publisher], item)
+    for item in (lt_high, lt_low, pl_high):
+        await browser.find(feed_item(item))
+
+    await browser.fill("#f-partner", LT)
+    await browser.call((await browser.find("#f-impact")).send_keys, "HIGH")
+    await browser.click("#filters button[type=submit]")
+    await eventually(lambda: _url_has(browser, "partner=LT-VSAT", "impact=HIGH"), "the URL")
+    await browser.find(feed_item(lt_high))
+    shown = await browser.texts("#feed li")
+    assert shown and all(LT in t and "Impact: HIGH" in t for t in shown), shown
+    assert not await browser.js(f"return !!document.querySelector('{feed_item(lt_low)}');")
+
+    # The URL alone gives a colleague the same view.
+    shared_url = await browser.url
+    await browser.open("about:blank")
+    await browser.open(shared_url)
+    await browser.find(feed_item(lt_high))
+    assert await browser.js("return document.querySelector('#f-partner').value;") == LT
+    assert await browser.js("return document.querySelector('#f-impact').value;") == "HIGH"
+
+    # Live arrivals are filtered the same way.
+    later_low = lt_incident(ALL_READERS, impact="LOW")
+    later_high = lt_incident(ALL_READERS, impact="HIGH")
+    await publish(world.pub[LT], later_low)
+    await publish(world.pub[LT], later_high)
+    await browser.find(feed_item(later_high))
+    assert not await browser.js(f"return !!document.querySelector('{feed_item(later_low)}');")
+
+
+async def _url_has(browser: Browser, *parts: str) -> bool:
+    url = await browser.url
+    return all(p in url for p in parts)
+
+
+def _correction(original: Report, persons: int) -> Report:
+    data = original.model_dump()
+    data["header"]["message_id"] = uuid.uuid4()
+    data["header"]["event_version"] = 2
+    data["header"]["links"] = [
+        MessageLink(message_id=original.header.message_id, relation=LinkRelation.SUPERSEDES)
+    ]
+    data["persons"]["total"] = persons
+    return type(original).model_validate(data)
+
+
+async def test_the_detail_shows_every_version_what_changed_and_acknowledges(
+    world: World,
+) -> None:
+    browser = world.browser
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    original = lt_incident(ALL_READERS, impact="MEDIUM")
+    correction = _correction(original, 9)
+    original_id = await through_gateway(world.lt_system, original)
+    correction_id = await through_gateway(world.lt_system, correction)
+    await browser.find(f"{feed_item(original)}", "2 versions")
+    await browser.click(f"{feed_item(original)} a")
+    await browser.find("#event-title")
+    assert "view=event" in await browser.url
+    versions = await browser.texts("section.version")
+    assert len(versions) == 2
+    assert original_id in versions[0] and correction_id in versions[1]
+    assert "(superseded)" in versions[0]
+    change = await browser.find("section.version table.changes tr.changed")
+    assert change.text.split() == ["persons.total", "2", "9"]
+    second = versions[1]
+    assert "Signature valid (LT-VSAT-2026-1)" in second
+    assert "LT-VSAT-2026-1" in second and "54.0152° N, 23.9820° E" in second
+    assert await browser.js(
+        "return document.querySelectorAll('section.version svg.map circle.point').length;"
+    ) == 2
+    # The link to the version it supersedes leads to that report's event.
+    related = await browser.find("section.version li a", "IncidentReport")
+    assert f"event={original.header.event_id}" in str(related.get_attribute("href"))
+    await browser.screenshot("event-detail")
+
+    await browser.click("#ack-read")
+    await browser.find("#ack-result", "READ sent")
+    await browser.find("#acks tbody tr", "READ")
+    acks = await browser.texts("#acks tbody tr")
+    assert any(t.split()[:3] == ["sent", LT, "READ"] for t in acks), acks
+
+    async def at_lithuania() -> list[dict[str, Any]]:
+        status = (await world.lt_system.get(f"/v1/reports/{correction_id}/status")).json()
+        return [a for a in status.get("acknowledgements", []) if a["party"] == LV]
+
+    [ack] = await eventually(at_lithuania, "Lithuania's gateway to show Latvia's ack")
+    assert ack["status"] == "READ"
+
+
+async def test_an_assistance_request_is_answered_and_the_answer_acknowledged(
+    world: World,
+) -> None:
+    browser = world.browser
+    request = report("03-lv-assistance-request")
+    request_id = await through_gateway(world.lv_system, request)
+
+    # Lithuania's officer finds it among the open requests and answers it.
+    await browser.sign_in(world.lt.url, "lina", PASSWORD)
+    await browser.click("#nav a[data-view=requests]")
+    row = await browser.find(f'#requests tr[data-key="{key(request)}"]')
+    assert "due in" in row.text
+    await browser.click(f'#requests tr[data-key="{key(request)}"] a')
+    await browser.find("#answer-form")
+    await browser.call((await browser.find("#a-decision")).send_keys, "Partial")
+    await browser.fill("#a-officers", "8")
+    await browser.fill("#a-sp-BORDER_GUARD", "8")
+    await browser.fill("#a-note", "Eight border guards; no cynologists to spare.")
+    await browser.click("#answer-send")
+    await browser.find("#answer-result", "Answer sent")
+    state = await browser.find("#sent .answer-state", "sent")
+    assert state.text == "sent"
+    answer_id = (await browser.find("#sent tr[data-message]")).get_attribute("data-message")
+
+    # Latvia's officer sees the answer arrive and acknowledges it.
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    answer_line = f'#feed li[data-key^="{LT}/"]'
+    line = await browser.find(answer_line, "AssistanceResponse")
+    await browser.call(line.find_element("css selector", "a").click)
+    version = await browser.find("section.version", str(answer_id))
+    assert "PARTIAL" in version.text and "RESPONDS_TO" in version.text
+    await browser.click("#ack-received")
+    await browser.find("#ack-result", "RECEIVED sent")
+
+    # Back at Lithuania, the answer shows as acknowledged by Latvia.
+    await browser.sign_in(world.lt.url, "lina", PASSWORD)
+    await browser.open(
+        f"{world.lt.url}/console/?view=event&originator={LV}&event={request.header.event_id}"
+    )
+    await browser.find("#sent .answer-state", f"acknowledged by {LV} (RECEIVED)")
+    assert request_id in (await browser.find("section.version")).text
+
+
+async def test_open_requests_count_down_and_overdue_ones_stand_out(world: World) -> None:
+    browser = world.browser
+    base = report("08-pl-request-for-information")
+
+    def rfi(due: datetime) -> Report:
+        data = base.model_dump()
+        data["header"]["links"] = []
+        data["about_message_id"] = None
+        data["due_at"] = due
+        return type(base).model_validate(data)
+
+    soon = rfi(datetime.now(UTC) + timedelta(hours=2))
+    missed = rfi(datetime.now(UTC) - timedelta(minutes=5))
+    await publish(world.pub[PL], soon)
+    await publish(world.pub[PL], missed)
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    await browser.click("#nav a[data-view=requests]")
+    late_row = await browser.find(f'#requests tr[data-key="{key(missed)}"]')
+    assert "overdue" in str(late_row.get_attribute("class"))
+    assert "OVERDUE" in late_row.text and "overdue by" in late_row.text
+    row_css = f'#requests tr[data-key="{key(soon)}"] .countdown'
+    first = (await browser.find(row_css, "due in")).text
+    assert "due in 01:5" in first, first
+    await eventually(
+        lambda: _changed(browser, row_css, first),
+        "the countdown to move",
+    )
+    await browser.screenshot("requests")
+
+
+async def _changed(browser: Browser, css: str, before: str) -> bool:
+    now = await browser.texts(css)
+    return bool(now) and now[0] != before
+
+
+async def test_untrusted_records_are_alerts_never_reports(world: World) -> None:
+    browser = world.browser
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    await browser.find("#connection", "Live")
+    forged_report = lt_incident(ALL_READERS)
+    forged = world.exchange.sealer(LT).seal(forged_report)
+    forged.headers = [
+        (name, bytes(64) if name == "oix-signature" else value) for name, value in forged.headers
+    ]
+    marker = lt_incident(ALL_READERS)
+    topic = world.exchange.naming.feed(LT, "incidents")
+    await produce_raw(
+        world.settings.bootstrap or "",
+        topic,
+        [forged, world.exchange.sealer(LT).seal(marker)],
+    )
+    await browser.find(feed_item(marker))
+    count = await browser.find("#alerts-count")
+    assert int(count.text) >= 1
+    assert not await browser.js(
+        f"return !!document.querySelector('{feed_item(forged_report)}');"
+    ), "an untrusted record is never a report"
+    await browser.click("#nav a[data-view=alerts]")
+    alert = await browser.find("#alerts .alert-item[data-kind=untrusted]", forged.message_id)
+    assert "ALERT: untrusted" in alert.text and "invalid" in alert.text
+    await browser.screenshot("alerts")
+
+
+async def test_poland_never_sees_the_report_lithuania_released_to_latvia_only(
+    world: World,
+) -> None:
+    browser = world.browser
+    secret = lt_incident([LV], purpose="LATVIA ONLY wetsuits")
+    shared = lt_incident(ALL_READERS)
+    await publish(world.pub[LT], secret)
+    await publish(world.pub[LT], shared)
+    await browser.sign_in(world.pl.url, "piotr", PASSWORD)
+    await browser.find(feed_item(shared))
+    source = await browser.call(lambda: browser.driver.page_source)
+    assert str(secret.header.event_id) not in source
+    assert str(secret.header.message_id) not in source
+    await browser.open(
+        f"{world.pl.url}/console/?view=event&originator={LT}&event={secret.header.event_id}"
+    )
+    await browser.find("h1", "Event not found")
+    # Latvia's officer does see it.
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    await browser.find(feed_item(secret))
+
+
+async def test_the_feed_works_from_the_keyboard_alone(world: World) -> None:
+    browser = world.browser
+    await browser.open(f"{world.lv.url}/console/")
+    await browser.call(browser.driver.delete_all_cookies)
+    await browser.open(f"{world.lv.url}/console/")
+    await browser.find("#login-name")
+    assert (await browser.focused())["id"] == "login-name"
+    await browser.keys("liga", "\ue004", PASSWORD, "\ue007")  # Tab, Enter
+    await browser.find("#feed li")
+    await browser.js("document.activeElement.blur();")
+    await browser.keys("j")
+    first = await browser.focused()
+    assert "event-link" in first["cls"]
+    await browser.keys("j")
+    second = await browser.focused()
+    assert "event-link" in second["cls"] and second["text"] != first["text"]
+    await browser.keys("k")
+    assert (await browser.focused())["text"] == first["text"]
+    await browser.keys("\ue007")  # Enter opens the event
+    await browser.find("#event-title")
+    assert (await browser.focused())["id"] == "event-title"
+    await browser.keys("\ue00c")  # Escape goes back
+    await browser.find("#feed li")
+    await browser.keys("/")
+    assert (await browser.focused())["id"] == "f-q"
+
+
+async def test_the_daily_summary_charts_actual_figures_without_exercises(world: World) -> None:
+    browser = world.browser
+    actual = report("01-lv-situation-164-attempts", originator=LT, releasable_to=ALL_READERS)
+    drill = report(
+        "01-lv-situation-164-attempts", originator=LT, releasable_to=ALL_READERS, mode="EXERCISE"
+    )
+    await publish(world.pub[LT], actual)
+    await publish(world.pub[LT], drill)
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    await browser.find(feed_item(drill))
+    await browser.click("#nav a[data-view=summary]")
+    await browser.find(f'section.partner-summary[data-partner="{LT}"] svg.chart')
+    async with httpx.AsyncClient(base_url=world.lv.url) as client:
+        token = await client.post("/v1/tokens", json={"name": "liga", "password": PASSWORD})
+        client.headers["Authorization"] = f"Bearer {token.json()['token']}"
+        days = (await client.get("/v1/summary/daily", params={"partner": LT})).json()
+    expected = {
+        d["day"]: sum((d[k] or {}).get("attempts", 0) for k in ("situation", "incidents"))
+        for d in days
+    }
+    assert any(expected.values()), days
+    drawn = await browser.js(
+        f"return [...document.querySelectorAll('section[data-partner=\"{LT}\"] "
+        "rect[data-series=attempts]')].map(r => Number(r.dataset.value));"
+    )
+    assert drawn == [expected[d] for d in sorted(expected)]
+    excluded = sum(d["exercise_reports_excluded"] for d in days)
+    assert excluded >= 1
+    assert (await browser.find("#excluded")).text.startswith(f"{excluded} exercise")
+    await browser.screenshot("summary")
+
+
+async def test_the_main_pages_have_no_serious_accessibility_violations(world: World) -> None:
+    browser = world.browser
+    found: dict[str, list[dict[str, Any]]] = {}
+    await browser.open(f"{world.lv.url}/console/")
+    await browser.call(browser.driver.delete_all_cookies)
+    await browser.open(f"{world.lv.url}/console/")
+    await browser.find("#login-name")
+    found["sign-in"] = await browser.axe()
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    await browser.find("#feed li")
+    found["feed"] = await browser.axe()
+    await browser.click("#feed li a")
+    await browser.find("section.version")
+    found["event"] = await browser.axe()
+    for page, ready in (
+        ("requests", "#requests"),
+        ("summary", "svg.chart"),
+        ("alerts", "#alerts"),
+    ):
+        await browser.click(f"#nav a[data-view={page}]")
+        await browser.find(ready)
+        found[page] = await browser.axe()
+    serious = {
+        page: [v for v in violations if v["impact"] in {"critical", "serious"}]
+        for page, violations in found.items()
+    }
+    assert serious == {page: [] for page in found}, serious
