@@ -12,14 +12,15 @@ import re
 from typing import Annotated
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, FastAPI, Query, Request
 from pydantic import BaseModel
 
 from services.bus import FieldIssue
 from services.liaison._errors import InvalidRequestError
 from services.liaison._handling import visible_to
-from services.liaison._http import Officer, problems, service_of
+from services.liaison._http import Officer, create_app, problems, service_of
 from services.liaison._models import Signature
+from services.liaison._service import LiaisonService
 from services.liaison._tables import messages
 from services.liaison._views import split_list
 
@@ -65,7 +66,8 @@ async def messages_by_id(
     request: Request,
     caller: Officer,
     ids: Annotated[
-        str, Query(description="Message ids (UUIDs), comma-separated, at most 100.", max_length=4000)
+        str,
+        Query(description="Message ids (UUIDs), comma-separated, at most 100.", max_length=4000),
     ],
 ) -> list[MessageRef]:
     """The messages among ``ids`` that the officer's agency may see (others are left out)."""
@@ -101,3 +103,10 @@ async def messages_by_id(
         for row in rows
         if visible_to(caller.agency, split_list(row.releasable_to))
     ]
+
+
+def console_app(service: LiaisonService) -> FastAPI:
+    """The liaison API with the console's reads (the console's files are mounted by the API)."""
+    app = create_app(service)
+    app.include_router(router)
+    return app

@@ -1034,9 +1034,6 @@ def create_app(service: LiaisonService) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, _on_http)
     for router in (sessions, reading, acting, operations):
         app.include_router(router)
-    from services.liaison._console import router as console_reads  # noqa: PLC0415  # circular: it uses Officer
-
-    app.include_router(console_reads)
     static = service.liaison.static_dir
     if static.is_dir():
         app.mount("/console", StaticFiles(directory=static, html=True), name="console")

@@ -10,6 +10,7 @@ saying how to install them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -38,9 +39,12 @@ WAIT_S = 20.0
 def start_chromium() -> webdriver.Chrome:
     """Headless Chromium at a laptop's screen size."""
     if not (shutil.which("chromium") and Path(CHROMEDRIVER).exists()):
-        pytest.fail("the console tests need Debian's chromium and chromium-driver: run `make tools`")
+        pytest.fail(
+            "the console tests need Debian's chromium and chromium-driver: run `make tools`"
+        )
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     for argument in (
         "--headless=new",
         "--no-sandbox",  # root in CI containers
@@ -83,29 +87,72 @@ class Browser:
             return None
         return None
 
-    async def find(self, css: str, text: str | None = None, *, timeout: float = WAIT_S) -> WebElement:
+    async def find(
+        self, css: str, text: str | None = None, *, timeout: float = WAIT_S
+    ) -> WebElement:
         """The first visible element matching ``css`` (and showing ``text``), waited for."""
         found: WebElement = await eventually(
             lambda: self.call(self._visible, css, text),
-            lambda: f"{css!r}{f' showing {text!r}' if text else ''} on {self.driver.current_url}",
+            lambda: (
+                f"{css!r}{f' showing {text!r}' if text else ''} on {self.driver.current_url}"
+                f" (page: {self.shown()!r}; log: {self.log()})"
+            ),
             timeout=timeout,
             interval=0.1,
         )
         return found
 
     async def texts(self, css: str) -> list[str]:
-        def read() -> list[str]:
-            try:
-                return [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, css)]
-            except StaleElementReferenceException:
-                return []
+        """The rendered text of every element matching ``css``, read at one moment."""
+        found: list[str] = await self.js(
+            "return [...document.querySelectorAll(arguments[0])].map(e => e.innerText);", css
+        )
+        return found
 
-        found: list[str] = await self.call(read)
+    async def text(self, css: str, text: str | None = None) -> str:
+        """The text of the first visible element matching ``css`` (showing ``text``), waited for."""
+
+        def read() -> str | None:
+            try:
+                element = self._visible(css, text)
+                found = None if element is None else element.text
+            except StaleElementReferenceException:
+                return None
+            return found
+
+        found: str = await eventually(
+            lambda: self.call(read),
+            lambda: (
+                f"{css!r} showing {text!r} on {self.driver.current_url}"
+                f" (page: {self.shown()!r}; log: {self.log()})"
+            ),
+            timeout=WAIT_S,
+            interval=0.1,
+        )
         return found
 
     async def click(self, css: str, text: str | None = None) -> None:
-        element = await self.find(css, text)
-        await self.call(element.click)
+        """Click the element, found again if the page redrew it meanwhile."""
+
+        def attempt() -> bool:
+            element = self._visible(css, text)
+            if element is None:
+                return False
+            try:
+                element.click()
+            except StaleElementReferenceException:
+                return False
+            return True
+
+        await eventually(
+            lambda: self.call(attempt),
+            lambda: (
+                f"{css!r} to click on {self.driver.current_url}"
+                f" (page: {self.shown()!r}; log: {self.log()})"
+            ),
+            timeout=WAIT_S,
+            interval=0.1,
+        )
 
     async def fill(self, css: str, value: str) -> None:
         element = await self.find(css)
@@ -124,7 +171,9 @@ class Browser:
     async def focused(self) -> dict[str, str]:
         found: dict[str, str] = await self.js(
             "const a = document.activeElement;"
-            "return {tag: a.tagName, id: a.id || '', cls: a.className || '', text: a.textContent};"
+            "const li = a.closest('li');"
+            "return {tag: a.tagName, id: a.id || '', cls: a.className || '', text: a.textContent,"
+            " key: li && li.dataset.key || ''};"
         )
         return found
 
@@ -143,7 +192,8 @@ class Browser:
             "axe.run(document, {resultTypes: ['violations']})"
             ".then(r => done(r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,"
             " nodes: v.nodes.map(n => n.target.join(' '))}))))"
-            ".catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e), nodes: []}]));",
+            ".catch(e => done([{id: 'axe-error', impact: 'critical', help: String(e),"
+            " nodes: []}]));",
         )
         return list(result)
 
@@ -157,8 +207,20 @@ class Browser:
         await self.click("#login-form button[type=submit]")
         await self.find("#officer", name)
 
-    def close(self) -> None:
+    def shown(self) -> str:
+        """What the page shows (the start of it), for a failure's message."""
         try:
-            self.driver.quit()
+            return str(self.driver.execute_script("return document.body.innerText;"))[:1500]
+        except WebDriverException as exc:
+            return f"(unreadable: {exc.msg})"
+
+    def log(self) -> list[str]:
+        """The page's console messages since the last call (errors say why a view is missing)."""
+        try:
+            return [str(e.get("message")) for e in self.driver.get_log("browser")]
         except WebDriverException:
-            pass
+            return []
+
+    def close(self) -> None:
+        with contextlib.suppress(WebDriverException):
+            self.driver.quit()

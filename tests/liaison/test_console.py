@@ -153,7 +153,7 @@ async def test_an_officer_signs_in_and_a_report_arrives_without_reload(world: Wo
     await browser.fill("#login-name", "liga")
     await browser.fill("#login-password", "not the password")
     await browser.click("#login-form button[type=submit]")
-    assert "wrong name or password" in (await browser.find("#login-error", "wrong")).text
+    assert "wrong name or password" in (await browser.text("#login-error", "wrong"))
     await browser.fill("#login-password", PASSWORD)
     await browser.click("#login-form button[type=submit]")
     await browser.find("#officer", "liga (LV-VRS)")
@@ -162,11 +162,11 @@ async def test_an_officer_signs_in_and_a_report_arrives_without_reload(world: Wo
 
     incident = lt_incident(ALL_READERS, impact="HIGH")
     await through_gateway(world.lt_system, incident)
-    line = await browser.find(feed_item(incident))
-    text = line.text
+    text = await browser.text(feed_item(incident))
     for shown in (LT, "IncidentReport", "Impact: HIGH", "LT-BY-DRUSKININKAI", "Signature valid"):
         assert shown in text, (shown, text)
-    assert "EXERCISE" not in text and "LATE" not in text
+    assert "EXERCISE" not in text
+    assert "LATE" not in text
     assert await browser.js("return window.notReloaded === true;")
 
     # An exercise, and an incident first reported two days after its detection.
@@ -175,14 +175,15 @@ async def test_an_officer_signs_in_and_a_report_arrives_without_reload(world: Wo
     late = late.model_copy(update={"detected_at": datetime.now(UTC) - timedelta(days=2)})
     await publish(world.pub[LT], drill)
     await publish(world.pub[LT], late)
-    badge = await browser.find(f"{feed_item(drill)} .badge.EXERCISE")
-    assert badge.text == "EXERCISE"
-    assert "LATE" in (await browser.find(f"{feed_item(late)} .badge.late")).text
+    assert await browser.text(f"{feed_item(drill)} .badge.EXERCISE") == "EXERCISE"
+    assert "LATE" in (await browser.text(f"{feed_item(late)} .badge.late"))
     assert await browser.js("return window.notReloaded === true;")
     keys = await browser.js(
         "return [...document.querySelectorAll('#feed li')].map(li => li.dataset.key);"
     )
-    assert keys[:3] == [key(late), key(drill), key(incident)], "newest first"
+    # Newest first (the two last ones may arrive in either order: different partitions).
+    assert set(keys[:2]) == {key(late), key(drill)}, keys
+    assert keys[2] == key(incident), keys
     await browser.screenshot("feed")
 
 
@@ -203,7 +204,8 @@ async def test_filters_are_kept_in_the_url_and_apply_to_live_arrivals(world: Wor
     await eventually(lambda: _url_has(browser, "partner=LT-VSAT", "impact=HIGH"), "the URL")
     await browser.find(feed_item(lt_high))
     shown = await browser.texts("#feed li")
-    assert shown and all(LT in t and "Impact: HIGH" in t for t in shown), shown
+    assert shown, "the filtered feed is not empty"
+    assert all(LT in t and "Impact: HIGH" in t for t in shown), shown
     assert not await browser.js(f"return !!document.querySelector('{feed_item(lt_low)}');")
 
     # The URL alone gives a colleague the same view.
@@ -254,26 +256,32 @@ async def test_the_detail_shows_every_version_what_changed_and_acknowledges(
     assert "view=event" in await browser.url
     versions = await browser.texts("section.version")
     assert len(versions) == 2
-    assert original_id in versions[0] and correction_id in versions[1]
+    assert original_id in versions[0]
+    assert correction_id in versions[1]
     assert "(superseded)" in versions[0]
-    change = await browser.find("section.version table.changes tr.changed")
-    assert change.text.split() == ["persons.total", "2", "9"]
+    change = await browser.text("section.version table.changes tr.changed")
+    assert change.split() == ["persons.total", "2", "9"]
     second = versions[1]
     assert "Signature valid (LT-VSAT-2026-1)" in second
-    assert "LT-VSAT-2026-1" in second and "54.0152° N, 23.9820° E" in second
-    assert await browser.js(
-        "return document.querySelectorAll('section.version svg.map circle.point').length;"
-    ) == 2
+    assert "LT-VSAT-2026-1" in second
+    assert "54.0152° N, 23.9820° E" in second
+    assert (
+        await browser.js(
+            "return document.querySelectorAll('section.version svg.map circle.point').length;"
+        )
+        == 2
+    )
     # The link to the version it supersedes leads to that report's event.
-    related = await browser.find("section.version li a", "IncidentReport")
-    assert f"event={original.header.event_id}" in str(related.get_attribute("href"))
+    await browser.find("section.version li a", "IncidentReport")
+    related = await browser.js("return document.querySelector('section.version li a').href;")
+    assert f"event={original.header.event_id}" in related
     await browser.screenshot("event-detail")
 
     await browser.click("#ack-read")
     await browser.find("#ack-result", "READ sent")
     await browser.find("#acks tbody tr", "READ")
     acks = await browser.texts("#acks tbody tr")
-    assert any(t.split()[:3] == ["sent", LT, "READ"] for t in acks), acks
+    assert any(t.split()[:3] == ["sent", LV, "READ"] for t in acks), acks
 
     async def at_lithuania() -> list[dict[str, Any]]:
         status = (await world.lt_system.get(f"/v1/reports/{correction_id}/status")).json()
@@ -293,8 +301,8 @@ async def test_an_assistance_request_is_answered_and_the_answer_acknowledged(
     # Lithuania's officer finds it among the open requests and answers it.
     await browser.sign_in(world.lt.url, "lina", PASSWORD)
     await browser.click("#nav a[data-view=requests]")
-    row = await browser.find(f'#requests tr[data-key="{key(request)}"]')
-    assert "due in" in row.text
+    row = await browser.text(f'#requests tr[data-key="{key(request)}"]')
+    assert "due in" in row
     await browser.click(f'#requests tr[data-key="{key(request)}"] a')
     await browser.find("#answer-form")
     await browser.call((await browser.find("#a-decision")).send_keys, "Partial")
@@ -303,17 +311,16 @@ async def test_an_assistance_request_is_answered_and_the_answer_acknowledged(
     await browser.fill("#a-note", "Eight border guards; no cynologists to spare.")
     await browser.click("#answer-send")
     await browser.find("#answer-result", "Answer sent")
-    state = await browser.find("#sent .answer-state", "sent")
-    assert state.text == "sent"
-    answer_id = (await browser.find("#sent tr[data-message]")).get_attribute("data-message")
+    assert await browser.text("#sent .answer-state", "sent") == "sent"
+    answer_id = await browser.js("return document.querySelector('#sent tbody tr').dataset.message;")
 
     # Latvia's officer sees the answer arrive and acknowledges it.
     await browser.sign_in(world.lv.url, "liga", PASSWORD)
     answer_line = f'#feed li[data-key^="{LT}/"]'
-    line = await browser.find(answer_line, "AssistanceResponse")
-    await browser.call(line.find_element("css selector", "a").click)
-    version = await browser.find("section.version", str(answer_id))
-    assert "PARTIAL" in version.text and "RESPONDS_TO" in version.text
+    await browser.click(f"{answer_line} a", "AssistanceResponse")
+    version = await browser.text("section.version", str(answer_id))
+    assert "PARTIAL" in version
+    assert "RESPONDS_TO" in version
     await browser.click("#ack-received")
     await browser.find("#ack-result", "RECEIVED sent")
 
@@ -323,7 +330,7 @@ async def test_an_assistance_request_is_answered_and_the_answer_acknowledged(
         f"{world.lt.url}/console/?view=event&originator={LV}&event={request.header.event_id}"
     )
     await browser.find("#sent .answer-state", f"acknowledged by {LV} (RECEIVED)")
-    assert request_id in (await browser.find("section.version")).text
+    assert request_id in (await browser.text("section.version"))
 
 
 async def test_open_requests_count_down_and_overdue_ones_stand_out(world: World) -> None:
@@ -333,6 +340,9 @@ async def test_open_requests_count_down_and_overdue_ones_stand_out(world: World)
     def rfi(due: datetime) -> Report:
         data = base.model_dump()
         data["header"]["links"] = []
+        data["header"]["message_id"] = uuid.uuid4()
+        data["header"]["event_id"] = uuid.uuid4()
+        data["header"]["created_at"] = datetime.now(UTC) - timedelta(hours=1)
         data["about_message_id"] = None
         data["due_at"] = due
         return type(base).model_validate(data)
@@ -343,11 +353,12 @@ async def test_open_requests_count_down_and_overdue_ones_stand_out(world: World)
     await publish(world.pub[PL], missed)
     await browser.sign_in(world.lv.url, "liga", PASSWORD)
     await browser.click("#nav a[data-view=requests]")
-    late_row = await browser.find(f'#requests tr[data-key="{key(missed)}"]')
-    assert "overdue" in str(late_row.get_attribute("class"))
-    assert "OVERDUE" in late_row.text and "overdue by" in late_row.text
+    late_css = f'#requests tr[data-key="{key(missed)}"]'
+    late_row = await browser.text(late_css, "OVERDUE")
+    assert "overdue by" in late_row
+    assert await browser.js(f"return document.querySelector('{late_css}').className;") == "overdue"
     row_css = f'#requests tr[data-key="{key(soon)}"] .countdown'
-    first = (await browser.find(row_css, "due in")).text
+    first = await browser.text(row_css, "due in")
     assert "due in 01:5" in first, first
     await eventually(
         lambda: _changed(browser, row_css, first),
@@ -378,14 +389,15 @@ async def test_untrusted_records_are_alerts_never_reports(world: World) -> None:
         [forged, world.exchange.sealer(LT).seal(marker)],
     )
     await browser.find(feed_item(marker))
-    count = await browser.find("#alerts-count")
-    assert int(count.text) >= 1
+    await browser.find("#alerts-count")
+    assert int(await browser.text("#alerts-count")) >= 1
     assert not await browser.js(
         f"return !!document.querySelector('{feed_item(forged_report)}');"
     ), "an untrusted record is never a report"
     await browser.click("#nav a[data-view=alerts]")
-    alert = await browser.find("#alerts .alert-item[data-kind=untrusted]", forged.message_id)
-    assert "ALERT: untrusted" in alert.text and "invalid" in alert.text
+    alert = await browser.text("#alerts .alert-item[data-kind=untrusted]", forged.message_id)
+    assert "ALERT: untrusted" in alert
+    assert "invalid" in alert
     await browser.screenshot("alerts")
 
 
@@ -426,9 +438,10 @@ async def test_the_feed_works_from_the_keyboard_alone(world: World) -> None:
     assert "event-link" in first["cls"]
     await browser.keys("j")
     second = await browser.focused()
-    assert "event-link" in second["cls"] and second["text"] != first["text"]
+    assert "event-link" in second["cls"]
+    assert second["key"] != first["key"]
     await browser.keys("k")
-    assert (await browser.focused())["text"] == first["text"]
+    assert (await browser.focused())["key"] == first["key"]
     await browser.keys("\ue007")  # Enter opens the event
     await browser.find("#event-title")
     assert (await browser.focused())["id"] == "event-title"
@@ -460,13 +473,13 @@ async def test_the_daily_summary_charts_actual_figures_without_exercises(world: 
     }
     assert any(expected.values()), days
     drawn = await browser.js(
-        f"return [...document.querySelectorAll('section[data-partner=\"{LT}\"] "
+        f'return [...document.querySelectorAll(\'section[data-partner="{LT}"] '
         "rect[data-series=attempts]')].map(r => Number(r.dataset.value));"
     )
     assert drawn == [expected[d] for d in sorted(expected)]
     excluded = sum(d["exercise_reports_excluded"] for d in days)
     assert excluded >= 1
-    assert (await browser.find("#excluded")).text.startswith(f"{excluded} exercise")
+    assert (await browser.text("#excluded")).startswith(f"{excluded} exercise")
     await browser.screenshot("summary")
 
 

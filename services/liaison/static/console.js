@@ -52,6 +52,11 @@ function s(tag, attrs = {}, text) {
 
 const $ = (selector) => document.querySelector(selector);
 
+// The view's new content (lists flattened, absent parts left out).
+function put(...children) {
+  $("#view").replaceChildren(...children.flat(2).filter((c) => c !== null && c !== undefined && c !== false));
+}
+
 function when(iso) {
   if (!iso) return "—";
   return iso.replace("T", " ").replace(/:\d\d(\.\d+)?Z$/, " UTC");
@@ -191,8 +196,9 @@ function onChange(change) {
   if (shown && view() === "event") {
     const same = event && event.originator === shown.event.originator && event.event_id === shown.event.event_id;
     const mine = change.target_message_id && shown.reports.some((r) => r.message_id === change.target_message_id);
-    const reply = change.kind === "acknowledgement" || change.kind === "report";
-    if (same || mine || reply) renderDetail(false);
+    const reply = change.kind === "acknowledgement" || change.report?.report_type === "AssistanceResponse";
+    // Say it rather than redraw: the officer may be reading or filling in the answer form.
+    if (same || mine || reply) detailChanged();
   }
   if (view() === "requests" && event?.request) renderRequests();
 }
@@ -275,7 +281,7 @@ function renderFeed() {
   const list = h("ol", { class: "feed", id: "feed", "aria-label": "Events, newest first" });
   const status = h("p", { id: "feed-status", role: "status" }, "Loading…");
   const more = h("button", { type: "button", class: "more secondary", id: "more", hidden: true, onclick: () => loadFeed(false) }, "Load older events");
-  $("#view").replaceChildren(
+  put(
     h("h1", {}, "Partner events"),
     h("p", { class: "hint" }, "Newest first, live. Keys: j / k next / previous event, Enter opens it, / searches."),
     form, status, list, more);
@@ -394,12 +400,12 @@ async function renderDetail(first) {
   const query = params();
   const originator = query.get("originator") || "";
   const eventId = query.get("event") || "";
-  if (first) $("#view").replaceChildren(h("p", { role: "status" }, "Loading the event…"));
+  if (first) put(h("p", { role: "status" }, "Loading the event…"));
   let detail;
   try {
     detail = await api(`/v1/events/${encodeURIComponent(originator)}/${encodeURIComponent(eventId)}`);
   } catch (error) {
-    $("#view").replaceChildren(h("h1", {}, "Event not found"), h("p", { class: "error", role: "alert" }, error.message),
+    put(h("h1", {}, "Event not found"), h("p", { class: "error", role: "alert" }, error.message),
       link("view=feed", "Back to the feed"));
     return;
   }
@@ -411,8 +417,10 @@ async function renderDetail(first) {
   const e = detail.event;
   document.title = `${e.title} — OIX liaison console`;
   const focused = document.activeElement?.id;
-  $("#view").replaceChildren(
+  put(
     h("p", {}, link("view=feed", "← Back to the feed")),
+    h("p", { id: "detail-changed", class: "notice", hidden: true }, "This event changed since it was shown. ",
+      h("button", { type: "button", id: "detail-reload", onclick: () => renderDetail(false) }, "Show the latest")),
     h("h1", { id: "event-title" }, e.title),
     h("p", { class: "actions" }, impactBadge(e.impact), modeBadge(e.mode),
       e.late ? h("span", { class: "badge late" }, "LATE") : null,
@@ -435,6 +443,13 @@ async function renderDetail(first) {
     detail.reports.map((r, i) => versionSection(r, i, refs)));
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
   else if (first) $("#event-title").setAttribute("tabindex", "-1"), $("#event-title").focus();
+}
+
+function detailChanged() {
+  const notice = $("#detail-changed");
+  if (!notice || !notice.hidden) return;
+  notice.hidden = false;
+  announce("This event changed.");
 }
 
 async function linkTargets(detail) {
@@ -677,7 +692,7 @@ function map(point, section) {
 
 async function renderRequests(first) {
   document.title = "Open requests — OIX liaison console";
-  if (first) $("#view").replaceChildren(h("h1", {}, "Open requests to this agency"), h("p", { role: "status" }, "Loading…"));
+  if (first) put(h("h1", {}, "Open requests to this agency"), h("p", { role: "status" }, "Loading…"));
   let requests;
   try { requests = await api("/v1/requests?state=open"); } catch (error) {
     $("#view").append(h("p", { class: "error", role: "alert" }, error.message)); return;
@@ -698,7 +713,7 @@ async function renderRequests(first) {
   };
   tick();
   state.timers = [setInterval(tick, 1000)];
-  $("#view").replaceChildren(h("h1", {}, "Open requests to this agency"),
+  put(h("h1", {}, "Open requests to this agency"),
     h("p", { role: "status" }, `${requests.length} open request${requests.length === 1 ? "" : "s"}, soonest due first.`),
     requests.length ? h("table", { id: "requests" },
       h("caption", { class: "visually-hidden" }, "Open requests with their due time"),
@@ -724,7 +739,7 @@ function total(day, key) {
 
 async function renderSummary() {
   document.title = "Summary — OIX liaison console";
-  $("#view").replaceChildren(h("h1", {}, "Daily summary per partner"), h("p", { role: "status" }, "Loading…"));
+  put(h("h1", {}, "Daily summary per partner"), h("p", { role: "status" }, "Loading…"));
   let days;
   try { days = await api("/v1/summary/daily"); } catch (error) {
     $("#view").append(h("p", { class: "error", role: "alert" }, error.message)); return;
@@ -732,7 +747,7 @@ async function renderSummary() {
   if (view() !== "summary") return;
   const excluded = days.reduce((n, d) => n + d.exercise_reports_excluded, 0);
   const partners = [...new Set(days.map((d) => d.partner))].sort();
-  $("#view").replaceChildren(h("h1", {}, "Daily summary per partner"),
+  put(h("h1", {}, "Daily summary per partner"),
     h("p", {}, "From current ACTUAL situation and incident reports. ",
       h("strong", { id: "excluded" }, `${excluded} exercise/test report${excluded === 1 ? "" : "s"} excluded.`)),
     h("p", { class: "legend" }, SERIES.map(([, label, colour]) => h("span", {}, h("span", { class: "swatch", style: `background:${colour}` }), label))),
@@ -776,12 +791,12 @@ async function renderAlerts() {
   document.title = "Alerts — OIX liaison console";
   let page;
   try { page = await api("/v1/alerts?limit=100"); } catch (error) {
-    $("#view").replaceChildren(h("p", { class: "error", role: "alert" }, error.message)); return;
+    put(h("p", { class: "error", role: "alert" }, error.message)); return;
   }
   if (view() !== "alerts") return;
   state.alerts = 0;
   $("#alerts-count").textContent = "";
-  $("#view").replaceChildren(h("h1", {}, "Alerts"),
+  put(h("h1", {}, "Alerts"),
     h("p", {}, "Records that are not reports: untrusted (bad signature, unknown key or schema), not released to this agency, broker resets, dead letters. They are never shown in the feed."),
     page.items.length ? h("ul", { class: "alerts", id: "alerts" }, page.items.map((a) => h("li", { class: "alert-item", "data-kind": a.kind },
       h("p", {}, h("span", { class: "kind" }, `ALERT: ${a.kind.replace("_", " ")}`), ` at ${when(a.at)}`),
