@@ -10,6 +10,7 @@ check what the other side received.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -365,6 +366,26 @@ async def test_open_requests_count_down_and_overdue_ones_stand_out(world: World)
         "the countdown to move",
     )
     await browser.screenshot("requests")
+
+    # Answered with a report: the form's JSON, as an officer would edit it.
+    await browser.click(f'#requests tr[data-key="{key(soon)}"] a')
+    answer = {
+        "type": "IncidentReport",
+        "header": {"impact": "LOW", "confidence": "CONFIRMED"},
+        "category": "OTHER",
+        "detected_at": datetime.now(UTC).isoformat(),
+        "location": {"border_section": "LV-BY-LATGALE"},
+        "persons": {"total": 0},
+        "narrative": "The ladders were bought in Grodno; same make as in July.",
+    }
+    await browser.fill("#a-json", json.dumps(answer))
+    await browser.click("#answer-send")
+    await browser.find("#answer-result", "Answer sent")
+    assert await browser.text("#sent .answer-state", "sent") == "sent"
+    await browser.click("#nav a[data-view=requests]")
+    await browser.find(f'#requests tr[data-key="{key(missed)}"]')
+    answered = f'#requests tr[data-key="{key(soon)}"]'
+    assert not await browser.js(f"return !!document.querySelector('{answered}');"), "answered"
 
 
 async def _changed(browser: Browser, css: str, before: str) -> bool:

@@ -21,6 +21,7 @@ const state = {
   alerts: 0,
   timers: [],
   detail: null,             // the event detail shown, if any
+  flash: null,              // {id, text}: the outcome of an action, kept across a redraw
 };
 window.oixConsole = state;  // for tests and the curious: what the page holds
 
@@ -441,6 +442,9 @@ async function renderDetail(first) {
     responsesSection(detail),
     h("h2", {}, `Versions (${detail.reports.length})`),
     detail.reports.map((r, i) => versionSection(r, i, refs)));
+  // What the officer just did stays said after the redraw.
+  if (state.flash && document.getElementById(state.flash.id)) document.getElementById(state.flash.id).textContent = state.flash.text;
+  state.flash = null;
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
   else if (first) $("#event-title").setAttribute("tabindex", "-1"), $("#event-title").focus();
 }
@@ -481,6 +485,7 @@ function actionsSection(detail) {
         const sent = await api(`/v1/reports/${detail.event.originator}/${target}/acknowledgements`, {
           method: "POST", body: { status, note: note.value || null } });
         result.textContent = `${status} sent (message ${sent.message_id}).`;
+        state.flash = { id: "ack-result", text: result.textContent };
         renderDetail(false);
       } catch (error) {
         result.textContent = `Not sent: ${error.message}`; result.className = "error";
@@ -546,9 +551,9 @@ function answerForm(detail) {
     });
   } else {
     const template = {
-      type: "IncidentReport", category: "OTHER", detected_at: new Date().toISOString().slice(0, 19) + "Z",
-      detected_by: "OTHER", location: { border_section: e.border_sections[0] || "" },
-      persons: { total: 0 }, narrative: "",
+      type: "IncidentReport", header: { impact: "LOW", confidence: "CONFIRMED" },
+      category: "OTHER", detected_at: `${new Date().toISOString().slice(0, 19)}Z`,
+      location: { border_section: e.border_sections[0] || "" }, persons: { total: 0 }, narrative: "",
     };
     form = h("form", { id: "answer-form", class: "form-grid" },
       h("label", { for: "a-json" }, "The answering report (JSON; its header is filled in)"),
@@ -573,6 +578,7 @@ async function sendAnswer(event, target, body, result) {
   try {
     const sent = await api(`/v1/reports/${event.originator}/${target}/answers`, { method: "POST", body });
     result.textContent = `Answer sent (message ${sent.message_id}).`;
+    state.flash = { id: "answer-result", text: result.textContent };
     renderDetail(false);
     refreshCounts();
   } catch (error) {
