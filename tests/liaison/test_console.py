@@ -186,6 +186,12 @@ async def test_an_officer_signs_in_and_a_report_arrives_without_reload(world: Wo
     assert set(keys[:2]) == {key(late), key(drill)}, keys
     assert keys[2] == key(incident), keys
     await browser.screenshot("feed")
+    # Everything the page loaded came from the liaison service itself (no CDN: offline machines).
+    loaded = await browser.js(
+        "return [location.href, ...performance.getEntriesByType('resource').map(e => e.name)];"
+    )
+    assert len(loaded) > 3, loaded
+    assert all(url.startswith(f"{world.lv.url}/") for url in loaded), loaded
 
 
 async def test_filters_are_kept_in_the_url_and_apply_to_live_arrivals(world: World) -> None:

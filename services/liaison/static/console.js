@@ -135,7 +135,7 @@ async function signIn(event) {
     state.session = await api("/v1/session", { method: "POST", body: {
       name: $("#login-name").value, password: $("#login-password").value } });
     $("#login-password").value = "";
-    started();
+    await started();
   } catch (error) {
     $("#login-error").textContent = error.message;
   }
@@ -145,22 +145,28 @@ async function signOut() {
   try { await api("/v1/session", { method: "DELETE" }); } finally { showLogin(); }
 }
 
-function started() {
+async function started() {
   $("#login-view").hidden = true;
   $("#nav").hidden = false; $("#who").hidden = false; $("#view").hidden = false;
   $("#agency").textContent = state.session.agency;
   $("#officer").textContent = `${state.session.officer} (${state.session.agency})`;
   document.body.dataset.agency = state.session.agency;
-  openStream();
+  await openStream();
   refreshCounts();
   render();
 }
 
 // ---------------------------------------------------------------- live stream
 
-function openStream() {
+// From the change log's position read before any list is loaded: whatever a list misses
+// arrives on the stream (a change in both is shown once). After a drop the browser resumes
+// with Last-Event-ID, which the service prefers to `after`.
+async function openStream() {
   closeStream();
-  const source = new EventSource("/v1/stream");
+  let after = "";
+  try { after = `?after=${(await api("/v1/status")).last_seq}`; } catch { /* from now on */ }
+  if (!state.session) return;
+  const source = new EventSource(`/v1/stream${after}`);
   state.source = source;
   source.onopen = () => { $("#connection").textContent = "Live"; };
   source.onerror = () => { $("#connection").textContent = "Reconnecting…"; };
@@ -841,8 +847,9 @@ document.addEventListener("DOMContentLoaded", async () => {
   window.addEventListener("popstate", render);
   try {
     state.session = await api("/v1/session");
-    started();
   } catch {
     showLogin();
+    return;
   }
+  await started();
 });
