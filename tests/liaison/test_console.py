@@ -510,6 +510,43 @@ async def test_the_daily_summary_charts_actual_figures_without_exercises(world: 
     await browser.screenshot("summary")
 
 
+async def test_many_live_events_keep_the_page_bounded_and_older_ones_load_again(
+    world: World,
+) -> None:
+    browser = world.browser
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    await browser.find("#connection", "Live")
+    burst = [lt_incident(ALL_READERS) for _ in range(560)]
+    sealer = world.exchange.sealer(LT)
+    topic = world.exchange.naming.feed(LT, "incidents")
+    await produce_raw(world.settings.bootstrap or "", topic, [sealer.seal(r) for r in burst])
+    lines = "return document.querySelectorAll('#feed li').length;"
+    await eventually(
+        lambda: browser.js(f"return !!document.querySelector('{feed_item(burst[-1])}');"),
+        "the burst's last event",
+    )
+    await eventually(lambda: _only_burst(browser, burst), "the page to hold the burst only")
+    assert await browser.js(lines) == 500, "at most 500 lines in the page"
+    await browser.click("#more")
+    await eventually(lambda: _more_than(browser, lines, 500), "older lines loaded again")
+    keys = await browser.js(
+        "return [...document.querySelectorAll('#feed li')].map(li => li.dataset.key);"
+    )
+    assert len(keys) == len(set(keys)), "no event twice"
+
+
+async def _more_than(browser: Browser, script: str, count: int) -> bool:
+    return int(await browser.js(script)) > count
+
+
+async def _only_burst(browser: Browser, burst: list[Report]) -> bool:
+    found = await browser.js(
+        "return [...document.querySelectorAll('#feed li')].map(li => li.dataset.key);"
+    )
+    # The newest 500 are in the page; the rest were shown and dropped as newer ones came.
+    return len(found) == 500 and {key(r) for r in burst} >= set(found)
+
+
 async def test_the_main_pages_have_no_serious_accessibility_violations(world: World) -> None:
     browser = world.browser
     found: dict[str, list[dict[str, Any]]] = {}

@@ -344,11 +344,17 @@ function upsert(event, live) {
     if (old) old.remove();
     item.classList.add("fresh");
     list.prepend(item);
+    let dropped = false;
     while (list.children.length > KEEP) {
       const last = list.lastElementChild;
       state.feed.delete(last.dataset.key);
       last.remove();
-      state.cursor = state.cursor || "more";
+      dropped = true;
+    }
+    if (dropped) {
+      // Older lines are loaded again from the oldest one kept (the list is in change order).
+      state.cursor = String(state.feed.get(list.lastElementChild.dataset.key).seq);
+      $("#more").hidden = false;
     }
   } else if (old) {
     old.replaceWith(item);
