@@ -408,23 +408,30 @@ async def test_untrusted_records_are_alerts_never_reports(world: World) -> None:
     forged.headers = [
         (name, bytes(64) if name == "oix-signature" else value) for name, value in forged.headers
     ]
+    # Signed by Lithuania, released to Poland only, but written to the feed Latvia reads.
+    misrouted_report = lt_incident([PL])
+    misrouted = world.exchange.sealer(LT).seal(misrouted_report)
     marker = lt_incident(ALL_READERS)
     topic = world.exchange.naming.feed(LT, "incidents")
     await produce_raw(
         world.settings.bootstrap or "",
         topic,
-        [forged, world.exchange.sealer(LT).seal(marker)],
+        [forged, misrouted, world.exchange.sealer(LT).seal(marker)],
     )
     await browser.find(feed_item(marker))
     await browser.find("#alerts-count")
     assert int(await browser.text("#alerts-count")) >= 1
-    assert not await browser.js(
-        f"return !!document.querySelector('{feed_item(forged_report)}');"
-    ), "an untrusted record is never a report"
+    for never in (forged_report, misrouted_report):
+        shown = await browser.js(f"return !!document.querySelector('{feed_item(never)}');")
+        assert not shown, "an untrusted or misrouted record is never a report"
     await browser.click("#nav a[data-view=alerts]")
     alert = await browser.text("#alerts .alert-item[data-kind=untrusted]", forged.message_id)
     assert "ALERT: untrusted" in alert
     assert "invalid" in alert
+    violation = await browser.text(
+        "#alerts .alert-item[data-kind=not_released]", misrouted.message_id
+    )
+    assert "not released to this agency" in violation
     await browser.screenshot("alerts")
 
 
