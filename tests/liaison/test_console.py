@@ -231,6 +231,21 @@ async def test_filters_are_kept_in_the_url_and_apply_to_live_arrivals(world: Wor
     await browser.find(feed_item(later_high))
     assert not await browser.js(f"return !!document.querySelector('{feed_item(later_low)}');")
 
+    # Free text searches narratives too, also for live arrivals ("swam" is in no title).
+    await browser.open(f"{world.lv.url}/console/?view=feed&q=swam")
+    await browser.find("#feed-status", "shown")
+    swimmers = lt_incident(ALL_READERS)
+    ladders = report("02-lv-incident-ladders", originator=PL, releasable_to=[LV])
+    await publish(world.pub[PL], ladders)
+    views = world.lv.service.views
+    ladders_id = str(ladders.header.message_id)
+    await eventually(lambda: views.report(LV, PL, ladders_id), "the ladders stored at Latvia")
+    # Streamed in the order stored: once the swimmers show, the ladders were judged.
+    await publish(world.pub[LT], swimmers)
+    await browser.find(feed_item(swimmers))
+    assert "swam" not in (await browser.text(feed_item(swimmers))).lower()
+    assert not await browser.js(f"return !!document.querySelector('{feed_item(ladders)}');")
+
 
 async def _url_has(browser: Browser, *parts: str) -> bool:
     url = await browser.url

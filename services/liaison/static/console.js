@@ -193,9 +193,11 @@ function onChange(change) {
     state.signatures.set(change.report.message_id, change.report.signature);
   }
   if (event) {
-    if (view() === "feed" && matches(event, params())) {
-      upsert(event, true);
-      announce(`${event.originator} ${event.report_type}: ${event.title}`);
+    const query = params();
+    if (view() === "feed" && matches(event, query)) {
+      const text = (query.get("q") || "").toLowerCase();
+      if (!text || event.title.toLowerCase().includes(text)) arrived(event);
+      else textMatch(event, query);
     }
     if (event.request) refreshCounts();
   }
@@ -210,7 +212,8 @@ function onChange(change) {
   if (view() === "requests" && event?.request) renderRequests();
 }
 
-// Whether an event from the stream belongs in the feed as filtered (the server filtered the list).
+// Whether an event from the stream belongs in the feed as filtered, but for the text (the
+// server filtered the list).
 function matches(event, query) {
   const any = (name, values) => {
     const wanted = (query.get(name) || "").split(",").map((v) => v.trim()).filter(Boolean);
@@ -224,8 +227,32 @@ function matches(event, query) {
   const at = Date.parse(event.last_reported_at);
   if (query.get("since") && at < Date.parse(utc(query.get("since")))) return false;
   if (query.get("until") && at >= Date.parse(utc(query.get("until")))) return false;
-  const text = (query.get("q") || "").toLowerCase();
-  return !text || event.title.toLowerCase().includes(text);
+  return true;
+}
+
+function arrived(event) {
+  upsert(event, true);
+  announce(`${event.originator} ${event.report_type}: ${event.title}`);
+}
+
+// The text filter searches narratives too, which a stream message does not carry: the
+// service answers whether the event matches (the newest events with the same filters).
+async function textMatch(event, query) {
+  try {
+    const page = await api(`/v1/events?${feedSearch(query, 20)}`);
+    const found = page.items.find((e) => e.originator === event.originator && e.event_id === event.event_id);
+    if (found && view() === "feed") arrived(found);
+  } catch { /* left for the next load */ }
+}
+
+function feedSearch(query, limit) {
+  const search = new URLSearchParams({ limit: String(limit) });
+  for (const name of FILTERS) {
+    const value = query.get(name);
+    if (!value) continue;
+    search.set(name, name === "since" || name === "until" ? utc(value.length === 16 ? `${value}:00` : value) : value);
+  }
+  return search;
 }
 
 function utc(value) { return /Z$|[+-]\d\d:\d\d$/.test(value) ? value : `${value}Z`; }
@@ -298,13 +325,7 @@ function renderFeed() {
 }
 
 async function loadFeed(first) {
-  const query = params();
-  const search = new URLSearchParams({ limit: String(PAGE) });
-  for (const name of FILTERS) {
-    const value = query.get(name);
-    if (!value) continue;
-    search.set(name, name === "since" || name === "until" ? utc(value.length === 16 ? `${value}:00` : value) : value);
-  }
+  const search = feedSearch(params(), PAGE);
   if (!first && state.cursor) search.set("cursor", state.cursor);
   try {
     const page = await api(`/v1/events?${search}`);
