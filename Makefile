@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint tools bench bench-codec bench-gateway bench-audit bench-liaison clean
+.PHONY: up test lint tools bench bench-codec bench-gateway bench-audit bench-liaison bench-console clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,19 +25,21 @@ lint: $(STAMP)
 	$(BIN)/oix schemas check
 
 ## tools: Debian packages the tests use (stunnel4 + openssl for TLS, patch, a JDK and the Apache
-## Avro Java library for the wire cross-check); apt only when something is missing
+## Avro Java library for the wire cross-check, chromium + chromium-driver for the liaison
+## console's browser tests); apt only when something is missing
 tools:
 	@command -v stunnel4 >/dev/null && command -v openssl >/dev/null && command -v patch >/dev/null \
 	  && command -v javac >/dev/null && test -f /usr/share/java/avro.jar \
+	  && command -v chromium >/dev/null && command -v chromedriver >/dev/null \
 	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	       stunnel4 openssl patch default-jdk-headless libavro-java; }
+	       stunnel4 openssl patch default-jdk-headless libavro-java chromium chromium-driver; }
 
 ## test: lint, then the whole test suite against a real broker and real databases
 test: lint tools
 	$(BIN)/pytest
 
 ## bench: every benchmark, each printing a table with ratios against its baseline
-bench: bench-codec bench-gateway bench-audit bench-liaison
+bench: bench-codec bench-gateway bench-audit bench-liaison bench-console
 
 bench-codec: $(STAMP)
 	$(BIN)/python bench/codec.py
@@ -50,6 +52,9 @@ bench-audit: $(STAMP)
 
 bench-liaison: $(STAMP)
 	$(BIN)/python bench/liaison.py
+
+bench-console: $(STAMP) tools
+	$(BIN)/python bench/console.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .oix

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from services.bus import ConfigError, Exchange, Settings, get_logger
-from services.liaison._http import create_app
+from services.liaison._console import console_app
 from services.liaison._service import LiaisonService
 from services.liaison._settings import LiaisonSettings
 
@@ -46,7 +46,7 @@ class LiaisonServer:
     async def start(self) -> None:
         """Serve HTTP in the background (the socket already accepts connections)."""
         config = uvicorn.Config(
-            create_app(self.service),
+            console_app(self.service),
             lifespan="off",
             log_config=None,
             access_log=False,
