@@ -7,7 +7,9 @@ also after Ctrl-C (the replay stops after the current record and closes).
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib
 import io
 import sys
 from enum import StrEnum
@@ -277,9 +279,11 @@ class _Closing:
         self._writer.write(record)
 
     def close(self) -> None:
-        self._writer.close()
-        if self._file is not None:
-            self._file.close()
+        try:
+            self._writer.close()
+        finally:
+            if self._file is not None:
+                self._file.close()
 
 
 def open_writer(
@@ -309,11 +313,15 @@ def open_writer(
         return _Closing(JsonLinesWriter(stream), own)
     if kind is Format.CSV:
         return _Closing(CsvWriter(stream, codec), own)
-    if compression is AvroCodec.ZSTANDARD:
-        try:
-            import zstandard  # noqa: F401, PLC0415  # only checks that the codec is there
-        except ImportError as exc:
-            raise ReplayError(
-                "--compression zstandard needs the zstandard package: pip install zstandard"
-            ) from exc
+    if compression is AvroCodec.ZSTANDARD and not _has_zstd():
+        raise ReplayError("--compression zstandard: needs the backports.zstd package (pip)")
     return _Closing(AvroWriter(stream, codec, compression), own)
+
+
+def _has_zstd() -> bool:
+    """Whether fastavro can write zstandard blocks (the standard library's from Python 3.14)."""
+    for name in ("compression.zstd", "backports.zstd"):
+        with contextlib.suppress(ImportError):
+            importlib.import_module(name)
+            return True
+    return False
