@@ -44,6 +44,8 @@ EXIT_FINDINGS = 1
 """``check-evidence`` found a problem; ``compare`` found a difference."""
 EXIT_ERROR = 2
 """Could not run (settings, selection, store or broker)."""
+EXIT_INTERRUPTED = 130
+"""Stopped by Ctrl-C (or SIGTERM) after the current record, as shells count SIGINT."""
 SHOWN_UNDECODABLE = 20
 
 
@@ -266,7 +268,7 @@ def export(
             raise fail(str(exc), EXIT_ERROR) from None
     kind = output_format or (Format.TABLE if sys.stdout.isatty() else Format.JSONL)
 
-    async def work() -> None:
+    async def work() -> bool:
         stop = stop_on_signals()
         if evidence is not None:
             assert url is not None
@@ -281,7 +283,7 @@ def export(
                 signer=signer,
                 progress=show_progress,
             )
-            return
+            return stop.is_set()
         stats = ReadStats()
         undecodable: list[Replayed] = []
         reading = _records(
@@ -314,11 +316,11 @@ def export(
                     undecodable=undecodable,
                 )
         _summary(str(source), stats, undecodable)
+        return stop.is_set()
 
-    try:
-        run(work, EXIT_ERROR)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    if run(work, EXIT_ERROR):
+        err.print("interrupted: what was written is complete and valid up to the last record")
+        raise typer.Exit(EXIT_INTERRUPTED)
 
 
 @contextlib.asynccontextmanager
@@ -539,7 +541,9 @@ def compare_command(
                 scan,
                 exchange,
                 selection,
-                report=lambda d: out.print(f"DIFFERENCE {d}", highlight=False, markup=False),
+                report=lambda d: out.print(
+                    f"DIFFERENCE {d}", highlight=False, markup=False, soft_wrap=True
+                ),
             )
         finally:
             await scan.close()
