@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint tools bench bench-codec bench-gateway bench-audit bench-liaison clean
+.PHONY: up test lint tools bench bench-codec bench-gateway bench-audit bench-liaison bench-replay clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -37,7 +37,7 @@ test: lint tools
 	$(BIN)/pytest
 
 ## bench: every benchmark, each printing a table with ratios against its baseline
-bench: bench-codec bench-gateway bench-audit bench-liaison
+bench: bench-codec bench-gateway bench-audit bench-liaison bench-replay
 
 bench-codec: $(STAMP)
 	$(BIN)/python bench/codec.py
@@ -50,6 +50,9 @@ bench-audit: $(STAMP)
 
 bench-liaison: $(STAMP)
 	$(BIN)/python bench/liaison.py
+
+bench-replay: $(STAMP)
+	$(BIN)/python bench/replay.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .oix

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import os
+import sys
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from fastavro import schemaless_writer
 
@@ -149,3 +152,24 @@ async def audit_running(
         stop.set()
         await asyncio.wait_for(task, 60)
         await store.close()
+
+
+REPO = Path(__file__).resolve().parents[2]
+OIX = [sys.executable, "-m", "services.cli"]
+
+
+def env_of(settings: Settings, sqlite_url: str | None = None) -> dict[str, str]:
+    found = {
+        **os.environ,
+        "OIX_LOG_FORMAT": "json",
+        "OIX_LOG_LEVEL": "ERROR",
+        "OIX_BOOTSTRAP": settings.bootstrap or "",
+        "OIX_TOPIC_PREFIX": settings.topic_prefix,
+        "OIX_DATA_DIR": str(settings.data_dir),
+        "OIX_AGREEMENT": str(settings.agreement),
+        "OIX_KEYS_DIR": str(settings.keys_dir),
+        "OIX_SCHEMAS_DIR": str(settings.schemas_dir),
+    }
+    if sqlite_url is not None:
+        found["OIX_AUDIT_DATABASE_URL"] = sqlite_url
+    return found

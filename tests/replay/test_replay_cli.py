@@ -3,40 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import fastavro
 import pytest
 from polling import eventually, eventually_sync
-from replay_support import audit_running, produce, sealed
+from replay_support import OIX, REPO, audit_running, env_of, produce, sealed
 
 from services.bus import Exchange, Settings
 
 pytestmark = pytest.mark.timeout(180)
-
-REPO = Path(__file__).resolve().parents[2]
-OIX = [sys.executable, "-m", "services.cli"]
-
-
-def env_of(settings: Settings, sqlite_url: str | None = None) -> dict[str, str]:
-    found = {
-        **os.environ,
-        "OIX_LOG_FORMAT": "json",
-        "OIX_LOG_LEVEL": "ERROR",
-        "OIX_BOOTSTRAP": settings.bootstrap or "",
-        "OIX_TOPIC_PREFIX": settings.topic_prefix,
-        "OIX_DATA_DIR": str(settings.data_dir),
-        "OIX_AGREEMENT": str(settings.agreement),
-        "OIX_KEYS_DIR": str(settings.keys_dir),
-        "OIX_SCHEMAS_DIR": str(settings.schemas_dir),
-    }
-    if sqlite_url is not None:
-        found["OIX_AUDIT_DATABASE_URL"] = sqlite_url
-    return found
 
 
 def oix(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
