@@ -4,6 +4,7 @@ messages are each found by `check_evidence` and by the standalone checker (stand
 from __future__ import annotations
 
 import ast
+import asyncio
 import base64
 import hashlib
 import json
@@ -183,3 +184,41 @@ async def test_a_signed_manifest_is_verified_and_a_changed_one_refused(
     manifest.write_text(manifest.read_text().replace('"records": 3', '"records": 4'))
     assert any("signature" in f for f in check_evidence(result.directory).findings)
     assert standalone(result.directory).returncode == 1
+
+
+async def test_an_interrupted_export_covers_what_it_wrote_and_checks_clean(
+    settings: Settings, exchange: Exchange, sqlite_url: str, tmp_path: Path
+) -> None:
+    topic = exchange.naming.feed("LT-VSAT", "incidents")
+    await produce(settings, topic, sealed(exchange, "LT-VSAT", 9))
+    async with audit_running(settings, exchange, sqlite_url) as consumer:
+        await eventually(lambda: consumer.stored >= 9, "9 records stored", timeout=60)
+    stop = asyncio.Event()
+    written = 0
+
+    def count(n: int) -> None:
+        nonlocal written
+        written += n
+        if written == 4:
+            stop.set()  # as Ctrl-C does
+
+    scan = await RecordScan.open(sqlite_url)
+    try:
+        result = await export_evidence(
+            scan,
+            exchange,
+            settings,
+            Selection(topics=(topic,)),
+            tmp_path / "cut",
+            stop=stop,
+            progress=count,
+        )
+    finally:
+        await scan.close()
+    assert result.interrupted
+    assert result.records == 4
+    manifest = json.loads((result.directory / "manifest.json").read_text())
+    assert manifest["interrupted"] is True
+    assert manifest["partitions"][0]["last"]["offset"] == 3
+    assert check_evidence(result.directory).clean
+    assert standalone(result.directory).returncode == 0
