@@ -121,6 +121,7 @@ async def test_ctrl_c_leaves_the_output_complete_and_valid(
     assert returncode == 130, stderr
     assert "Traceback" not in stderr
     assert "interrupted" in stderr
+    assert "records" in stderr  # the progress line (count and rate)
     if kind == "avro":
         with out.open("rb") as stream:
             records = list(fastavro.reader(stream))

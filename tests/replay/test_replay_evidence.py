@@ -37,15 +37,16 @@ Records = list[dict[str, Any]]
 
 
 @pytest.fixture
-async def bundle(settings: Settings, exchange: Exchange, sqlite_url: str, tmp_path: Path) -> Path:
-    """An unsigned bundle of two partitions' chains, from a store the audit consumer filled."""
+async def bundle(settings: Settings, exchange: Exchange, store_url: str, tmp_path: Path) -> Path:
+    """An unsigned bundle of two partitions' chains, from a store the audit consumer filled
+    (SQLite, then PostgreSQL)."""
     lt = exchange.naming.feed("LT-VSAT", "incidents")
     ee = exchange.naming.feed("EE-PPA", "incidents")
     await produce(settings, lt, sealed(exchange, "LT-VSAT", 8))
     await produce(settings, ee, sealed(exchange, "EE-PPA", 3))
-    async with audit_running(settings, exchange, sqlite_url) as consumer:
+    async with audit_running(settings, exchange, store_url) as consumer:
         await eventually(lambda: consumer.stored >= 11, "11 records stored", timeout=60)
-    scan = await RecordScan.open(sqlite_url)
+    scan = await RecordScan.open(store_url)
     try:
         result = await export_evidence(
             scan, exchange, settings, Selection(topics=(lt, ee)), tmp_path / "bundle"
