@@ -24,7 +24,8 @@ import base64
 import hashlib
 import json
 import shutil
-from collections.abc import Callable
+import zlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -496,16 +497,38 @@ def _created_at(decoded: str | None) -> datetime | None:
     return None if created is None else datetime.fromisoformat(created)
 
 
-def check_evidence(  # noqa: C901, PLR0915  # one pass over the records, every check in order
-    bundle: Path, *, expected_signer: str | None = None
-) -> EvidenceCheck:
+def _readable(stream: Any, found: EvidenceCheck) -> Iterator[dict[str, Any]]:
+    """The records of ``records.avro``; a file that stops being readable is a finding."""
+    try:
+        for record in fastavro.reader(stream):
+            assert isinstance(record, dict)
+            yield record
+    except (ValueError, EOFError, OSError, zlib.error, KeyError, TypeError) as exc:
+        found.findings.append(
+            f"{RECORDS}: unreadable after record {found.records}: {type(exc).__name__}: {exc}"
+        )
+
+
+def check_evidence(bundle: Path, *, expected_signer: str | None = None) -> EvidenceCheck:
     """Check a bundle: files, manifest signature, chain continuity, every record's signature.
 
     ``expected_signer`` (base64 Ed25519 public key) requires the manifest signed by it.
 
     Raises:
-        EvidenceError: not a bundle (no readable manifest, or another format).
+        EvidenceError: not a bundle (no readable manifest, another format, a manifest or
+            key list without the fields it must have).
     """
+    try:
+        return _check(bundle, expected_signer)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise EvidenceError(
+            f"{bundle}: the manifest or keys.json lacks what it must hold ({exc!r})"
+        ) from exc
+
+
+def _check(  # noqa: C901  # one pass over the records, every check in order
+    bundle: Path, expected_signer: str | None
+) -> EvidenceCheck:
     manifest = _read_json(bundle / MANIFEST)
     if manifest.get("format") != FORMAT:
         raise EvidenceError(f"{bundle}: not an OIX evidence bundle ({FORMAT})")
@@ -523,8 +546,7 @@ def check_evidence(  # noqa: C901, PLR0915  # one pass over the records, every c
     except OSError as exc:
         raise EvidenceError(f"{bundle / RECORDS}: {exc.strerror}") from exc
     with stream:
-        for record in fastavro.reader(stream):
-            assert isinstance(record, dict)
+        for record in _readable(stream, found):
             found.records += 1
             row = _row_of(record)
             where = (row.topic, row.kafka_partition)

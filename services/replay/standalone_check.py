@@ -28,6 +28,7 @@ import hashlib
 import json
 import struct
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -161,6 +162,17 @@ def _signature_finding(
     return verified, None
 
 
+def _readable(stream: Any, findings: list[str]) -> Iterator[object]:
+    """The records of records.avro; a file that stops being readable is a finding."""
+    count = 0
+    try:
+        for item in DataFileReader(stream, DatumReader()):
+            yield item
+            count += 1
+    except Exception as exc:  # noqa: BLE001  # any failure of the reader means the same
+        findings.append(f"{RECORDS}: unreadable after record {count}: {exc!r}")
+
+
 def check(bundle: Path) -> tuple[list[str], list[str]]:
     """The findings (empty: clean) and a summary of what was checked."""
     findings: list[str] = []
@@ -172,7 +184,7 @@ def check(bundle: Path) -> tuple[list[str], list[str]]:
     state: dict[tuple[str, int], dict[str, Any]] = {}
     valid = total = 0
     with (bundle / RECORDS).open("rb") as stream:
-        for item in DataFileReader(stream, DatumReader()):
+        for item in _readable(stream, findings):
             record = cast("dict[str, Any]", item)
             total += 1
             where = (record["topic"], record["partition"])

@@ -223,3 +223,18 @@ async def test_an_interrupted_export_covers_what_it_wrote_and_checks_clean(
     assert manifest["partitions"][0]["last"]["offset"] == 3
     assert check_evidence(result.directory).clean
     assert standalone(result.directory).returncode == 0
+
+
+async def test_a_damaged_file_is_a_finding_not_a_crash(bundle: Path, tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged"
+    shutil.copytree(bundle, damaged)
+    path = damaged / "records.avro"
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 8] = bytes(8)  # inside a compressed block
+    path.write_bytes(bytes(data))
+    found = check_evidence(damaged)
+    assert any("records.avro" in f for f in found.findings), found.findings
+    done = standalone(damaged)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
