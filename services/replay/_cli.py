@@ -235,7 +235,8 @@ def export(
     Ctrl-C stops after the current record and leaves everything written
     complete and valid.
     """
-    needs_broker = source is Source.KAFKA or to_topic is not None
+    # An evidence bundle is read from the store alone.
+    needs_broker = (source is Source.KAFKA and evidence is None) or to_topic is not None
     settings = broker_settings_or_exit(bootstrap) if needs_broker else settings_or_exit()
     if needs_broker and settings.bootstrap is None:
         raise fail("no broker: set OIX_BOOTSTRAP or --bootstrap (or start oix up)", EXIT_CONFIG)
