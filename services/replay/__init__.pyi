@@ -1,3 +1,5 @@
+from ._check import EvidenceCheck as EvidenceCheck
+from ._check import check_evidence as check_evidence
 from ._cli import commands as commands
 from ._compare import Comparison as Comparison
 from ._compare import Difference as Difference
@@ -6,9 +8,7 @@ from ._container import container_schema as container_schema
 from ._errors import EvidenceError as EvidenceError
 from ._errors import ReplayError as ReplayError
 from ._errors import SelectionError as SelectionError
-from ._evidence import EvidenceCheck as EvidenceCheck
 from ._evidence import ExportResult as ExportResult
-from ._evidence import check_evidence as check_evidence
 from ._evidence import export_evidence as export_evidence
 from ._flat import unflatten as unflatten
 from ._kafka import ReadStats as ReadStats

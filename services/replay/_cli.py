@@ -474,7 +474,7 @@ def check_evidence_command(
 
     Exit 0: clean; 1: findings (each printed with its coordinates); 2: not a bundle.
     """
-    from services.replay._evidence import check_evidence  # noqa: PLC0415  # fast --help
+    from services.replay._check import check_evidence  # noqa: PLC0415  # fast --help
 
     try:
         found = check_evidence(bundle, expected_signer=signer_key)
