@@ -16,7 +16,8 @@ from typing import Any, Self
 import sqlalchemy as sa
 
 from services.audit._chain import GENESIS
-from services.audit._engine import create_engine
+from services.audit._engine import create_engine, is_sqlite, sqlite_path
+from services.audit._errors import StoreUnavailableError
 from services.audit._migrate import check_revision
 from services.audit._record import COLUMNS, AuditRecord
 from services.audit._store import classify
@@ -96,6 +97,10 @@ class RecordScan:
             SchemaVersionError: the database is not migrated to this release's revision.
             StoreUnavailableError: the database cannot be reached.
         """
+        path = sqlite_path(url) if is_sqlite(url) else None
+        if path is not None and not path.is_file():
+            # A reader must not create the store (SQLite would, empty).
+            raise StoreUnavailableError(f"there is no audit store at {path}")
         engine = create_engine(url)
         try:
             await check_revision(engine)

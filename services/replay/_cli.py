@@ -235,6 +235,9 @@ def export(
     Ctrl-C stops after the current record and leaves everything written
     complete and valid.
     """
+    if evidence is not None and (to_topic is not None or output is not None):
+        given = "--to-topic" if to_topic is not None else "--out"
+        raise fail(f"--evidence: writes a bundle of its own; drop {given}", EXIT_CONFIG)
     # An evidence bundle is read from the store alone.
     needs_broker = (source is Source.KAFKA and evidence is None) or to_topic is not None
     settings = broker_settings_or_exit(bootstrap) if needs_broker else settings_or_exit()

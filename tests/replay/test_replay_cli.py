@@ -74,7 +74,9 @@ async def test_export_check_and_compare_commands(
     assert f"DIFFERENCE {topic}[0] offset 5: in Kafka, not in the store" in done.stdout
 
 
-async def test_refusals_are_one_clear_line(settings: Settings, exchange: Exchange) -> None:
+async def test_refusals_are_one_clear_line(
+    settings: Settings, exchange: Exchange, tmp_path: Path
+) -> None:
     env = env_of(settings)
     topic = exchange.naming.feed("LT-VSAT", "incidents")
     done = oix(env, "replay", "export", "--topic", topic, "--to-topic", topic)
@@ -86,6 +88,13 @@ async def test_refusals_are_one_clear_line(settings: Settings, exchange: Exchang
     assert "--to-offset" in one_error_line(done)
     done = oix(env, "replay", "export", "--format", "avro")
     assert "--out" in one_error_line(done)
+    done = oix(env, "replay", "export", "--evidence", "b", "--to-topic", "x")
+    assert "--to-topic" in one_error_line(done)
+    missing = tmp_path / "none" / "audit.db"
+    store = {**env, "OIX_AUDIT_DATABASE_URL": f"sqlite+aiosqlite:///{missing}"}
+    done = oix(store, "replay", "export", "--source", "store")
+    assert f"there is no audit store at {missing}" in one_error_line(done)
+    assert not missing.parent.exists()  # a reader creates nothing
 
 
 def interrupt(command: list[str], env: dict[str, str], out: Path) -> tuple[int, str]:
