@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 
+import asyncpg
 import pytest
 from polling import eventually
 from replay_support import audit_running, produce, sealed
@@ -62,18 +63,35 @@ async def test_redrive_keeps_values_and_signatures_and_adds_provenance(
     assert offsets == [1, 2, 3, 4]
 
 
+async def tamper(url: str, statements: list[tuple[str, bytes | None]]) -> None:
+    """Change stored rows behind the store's back (as someone with database access could)."""
+    if url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(url.split("///", 1)[1])) as connection:
+            for sql, value in statements:
+                connection.execute(sql.replace("$1", "?"), () if value is None else (value,))
+            connection.commit()
+        return
+    connection = await asyncpg.connect(url.replace("+asyncpg", ""))
+    try:
+        for sql, value in statements:
+            await connection.execute(sql, *(() if value is None else (value,)))
+    finally:
+        await connection.close()
+
+
 async def test_compare_finds_every_injected_difference(
-    settings: Settings, exchange: Exchange, sqlite_url: str
+    settings: Settings, exchange: Exchange, store_url: str
 ) -> None:
+    url = store_url  # SQLite, then PostgreSQL
     topic = exchange.naming.feed("LT-VSAT", "incidents")
     await produce(settings, topic, sealed(exchange, "LT-VSAT", 6))
-    async with audit_running(settings, exchange, sqlite_url) as consumer:
+    async with audit_running(settings, exchange, url) as consumer:
         await eventually(lambda: consumer.stored >= 6, "6 records stored", timeout=60)
     assert settings.bootstrap is not None
 
     async def differences() -> list[Difference]:
         found: list[Difference] = []
-        scan = await RecordScan.open(sqlite_url)
+        scan = await RecordScan.open(url)
         try:
             await compare(
                 settings,
@@ -88,15 +106,13 @@ async def test_compare_finds_every_injected_difference(
         return found
 
     assert await differences() == []
-    database = sqlite_url.split("///", 1)[1]
-    with contextlib.closing(sqlite3.connect(database)) as connection:
-        connection.execute(
-            "UPDATE audit_record SET value = ? WHERE kafka_offset = 3", (b"\xc3\x01forged",)
-        )
-        connection.execute(
-            "UPDATE audit_record SET headers = '[]' WHERE kafka_offset = 5",
-        )
-        connection.commit()
+    await tamper(
+        url,
+        [
+            ("UPDATE audit_record SET value = $1 WHERE kafka_offset = 3", b"\xc3\x01forged"),
+            ("UPDATE audit_record SET headers = '[]' WHERE kafka_offset = 5", None),
+        ],
+    )
     await produce(settings, topic, sealed(exchange, "LT-VSAT", 1), first_ms=1_790_000_000_000)
     found = await differences()
     described = {(d.offset, d.what.split(" ")[0]) for d in found}
