@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: up test lint tools bench bench-codec bench-gateway bench-audit bench-liaison bench-console clean
+.PHONY: up test lint tools bench bench-codec bench-gateway bench-audit bench-liaison bench-console bench-replay clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,7 @@ test: lint tools
 	$(BIN)/pytest
 
 ## bench: every benchmark, each printing a table with ratios against its baseline
-bench: bench-codec bench-gateway bench-audit bench-liaison bench-console
+bench: bench-codec bench-gateway bench-audit bench-liaison bench-console bench-replay
 
 bench-codec: $(STAMP)
 	$(BIN)/python bench/codec.py
@@ -55,6 +55,9 @@ bench-liaison: $(STAMP)
 
 bench-console: $(STAMP) tools
 	$(BIN)/python bench/console.py
+
+bench-replay: $(STAMP)
+	$(BIN)/python bench/replay.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis .oix

@@ -13,7 +13,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from services import audit, demo, gateway, liaison
+from services import audit, demo, gateway, liaison, replay
 from services.bus import (
     BrokerError,
     EmbeddedBroker,
@@ -77,6 +77,7 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(agreement_app, name="agreement")
 for _service in SERVICES:
     app.add_typer(_service.commands)
+app.add_typer(replay.commands)  # a tool, not a service: no part in `oix up`
 
 
 @app.command()

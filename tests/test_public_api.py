@@ -15,6 +15,7 @@ PACKAGES = [
     "services.gateway",
     "services.host",
     "services.liaison",
+    "services.replay",
 ]
 
 

@@ -26,6 +26,7 @@ LAYERS: dict[str, int] = {
     "services.gateway": 2,
     "services.liaison": 2,
     "services.demo": 3,  # tools built on the services (the demo publishes through the SDK)
+    "services.replay": 3,  # auditors' replay and export, on the audit store and the bus
     "services.cli": 4,  # the command line, which registers the services
 }
 """Each component of ``services/`` and its layer: a module imports only from lower layers."""

@@ -25,6 +25,8 @@ from ._opening import RecordOpener as RecordOpener
 from ._query import RecordQuery as RecordQuery
 from ._record import AuditRecord as AuditRecord
 from ._record import open_record as open_record
+from ._scan import RecordScan as RecordScan
+from ._scan import ScanFilter as ScanFilter
 from ._service import Running as Running
 from ._service import run_audit as run_audit
 from ._settings import AuditSettings as AuditSettings

@@ -1,0 +1,209 @@
+"""Reading history from the broker: assigned partitions, never a consumer group, never a commit.
+
+The partition follower (:class:`~services.bus.Follower`) reads without a
+group (``assign``), from the caller's positions, up to each partition's high
+watermark seen at the start, and checks continuity; gaps and logs that went
+backwards come out as events, which the replay reports.
+
+Times: Kafka can find the first offset at or after a time (``offsets_for_times``),
+but some brokers answer wrongly (the local tansu broker does). The answer is
+checked against the records around it; a wrong one is not used, and the
+records are read from the log start instead. Either way every record is
+filtered on its own timestamp, so the result is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from services.bus import (
+    Exchange,
+    Follower,
+    LogEvent,
+    Position,
+    Settings,
+    consumer,
+    get_logger,
+    start_consumer,
+)
+from services.replay._record import Replayed, open_replayed
+from services.replay._select import Selection
+
+log = get_logger(__name__)
+
+FETCH_MAX_BYTES = 8 * 1024 * 1024
+"""What one fetch may bring: bounds the replay's memory whatever the history's size."""
+
+
+@dataclass
+class ReadStats:
+    """What a read saw besides the records it yielded."""
+
+    read: int = 0
+    """Records read from the source (before the filters on content)."""
+    kept: int = 0
+    undecodable: int = 0
+    events: list[LogEvent] = field(default_factory=list)
+    missing_topics: list[str] = field(default_factory=list)
+    """Selected topics the broker does not have (nothing was ever written to them)."""
+    time_lookup: str | None = None
+    """How ``since`` was found: ``broker`` (its time index, checked) or ``records`` (scanned)."""
+
+
+async def _partitions(
+    kafka: AIOKafkaConsumer, topics: Iterable[str], stats: ReadStats
+) -> list[TopicPartition]:
+    present = await kafka.topics()
+    found: list[TopicPartition] = []
+    for topic in topics:
+        if topic not in present:
+            stats.missing_topics.append(topic)
+            continue
+        numbers = kafka.partitions_for_topic(topic) or set()
+        found.extend(TopicPartition(topic, p) for p in sorted(numbers))
+    return found
+
+
+async def _record_at(kafka: AIOKafkaConsumer, tp: TopicPartition, offset: int) -> int | None:
+    """The timestamp of the record at ``offset`` (None when none comes within 5 s)."""
+    kafka.seek(tp, offset)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
+            while True:
+                fetched = await kafka.getmany(tp, timeout_ms=500, max_records=1)
+                for record in fetched.get(tp, []):
+                    if record.offset >= offset:
+                        return int(record.timestamp) if record.offset == offset else None
+    return None
+
+
+async def _time_starts(
+    kafka: AIOKafkaConsumer, partitions: list[TopicPartition], since_ms: int
+) -> dict[TopicPartition, int] | None:
+    """Where each partition's records at or after ``since_ms`` begin, if the broker knows.
+
+    None when the broker's answer is missing or wrong for any partition: the
+    record before the offset it names must be older, the one at it not.
+    """
+    try:
+        answer = await kafka.offsets_for_times(dict.fromkeys(partitions, since_ms))
+        starts = await kafka.beginning_offsets(partitions)
+    except (KafkaError, ValueError) as exc:
+        log.info("the broker cannot look up offsets by time", error=repr(exc))
+        return None
+    kafka.assign(partitions)
+    found: dict[TopicPartition, int] = {}
+    for tp in partitions:
+        hit = answer.get(tp)
+        if hit is None:
+            return None  # "no record that new": not checkable cheaply, so not trusted
+        at = await _record_at(kafka, tp, hit.offset)
+        if at is None or at < since_ms:
+            return None
+        if hit.offset > starts[tp]:
+            before = await _record_at(kafka, tp, hit.offset - 1)
+            if before is None or before >= since_ms:
+                return None
+        found[tp] = hit.offset
+    return found
+
+
+async def _starts(
+    settings: Settings,
+    bootstrap: str,
+    topics: Iterable[str],
+    selection: Selection,
+    stats: ReadStats,
+) -> dict[TopicPartition, Position]:
+    """Every selected partition and where to begin reading it."""
+    # A plain client for metadata and the time lookup; no group, nothing committed.
+    kafka = consumer(settings, bootstrap, group_id=None)
+    await start_consumer(kafka, settings, bootstrap)
+    try:
+        partitions = await _partitions(kafka, topics, stats)
+        if selection.partition is not None:
+            partitions = [tp for tp in partitions if tp.partition == selection.partition]
+        by_time: dict[TopicPartition, int] = {}
+        since = selection.since_ms
+        if since is not None and partitions:
+            checked = await _time_starts(kafka, partitions, since)
+            stats.time_lookup = "records" if checked is None else "broker"
+            if checked is None:
+                log.warning(
+                    "the broker's offsets_for_times answer is wrong or missing here; "
+                    "reading from the log start and filtering on record timestamps",
+                )
+            by_time = checked or {}
+    finally:
+        await kafka.stop()
+    positions: dict[TopicPartition, Position] = {}
+    for tp in partitions:
+        begin = max(selection.from_offset or 0, by_time.get(tp, 0))
+        positions[tp] = Position.at(begin) if begin > 0 else Position.start()
+    return positions
+
+
+async def read_kafka(
+    settings: Settings,
+    bootstrap: str,
+    exchange: Exchange,
+    selection: Selection,
+    *,
+    checks: bool = True,
+    stats: ReadStats | None = None,
+    stop: asyncio.Event | None = None,
+) -> AsyncGenerator[Replayed]:
+    """The selected records from the broker, partition by partition in offset order.
+
+    Reads up to each partition's high watermark at the start (or ``to_offset``)
+    and ends; ``stop`` ends it early after the current record. Use with
+    :func:`contextlib.aclosing`.
+    """
+    stats = stats if stats is not None else ReadStats()
+    topics = selection.topics or tuple(exchange.router.all_topics())
+    positions = await _starts(settings, bootstrap, topics, selection, stats)
+    opener = exchange.opener if checks else None
+    codec = exchange.codec
+
+    async def where(partitions: Sequence[TopicPartition]) -> dict[TopicPartition, Position]:
+        return {tp: positions[tp] for tp in partitions if tp in positions}
+
+    follower = Follower(
+        settings,
+        bootstrap,
+        positions=where,
+        group_id=None,
+        until="highwater",
+        name="oix-replay",
+        fetch_max_bytes=FETCH_MAX_BYTES,
+    )
+    remaining = set(positions)
+    await follower.assign(remaining)
+    to_offset = selection.to_offset
+    async with follower:
+        while remaining and not follower.done and not (stop is not None and stop.is_set()):
+            for piece in await follower.fetch(200):
+                stats.events.extend(piece.events)
+                for record in piece.records:
+                    if to_offset is not None and record.offset > to_offset:
+                        break
+                    stats.read += 1
+                    if not selection.in_range(record.offset, record.timestamp):
+                        continue
+                    replayed = open_replayed(codec, opener, "kafka", record)
+                    if selection.keeps(replayed):
+                        stats.kept += 1
+                        stats.undecodable += replayed.report is None
+                        yield replayed
+                    if stop is not None and stop.is_set():
+                        return
+                last = piece.records[-1].offset if piece.records else None
+                if to_offset is not None and last is not None and last >= to_offset:
+                    remaining.discard(piece.partition)
+                    await follower.assign(remaining)
