@@ -7,6 +7,7 @@ from ._chain import link as link
 from ._cli import commands as commands
 from ._consumer import AuditConsumer as AuditConsumer
 from ._errors import AuditError as AuditError
+from ._errors import RetentionRefusedError as RetentionRefusedError
 from ._errors import SchemaVersionError as SchemaVersionError
 from ._errors import StoreConflictError as StoreConflictError
 from ._errors import StoreError as StoreError
@@ -25,6 +26,11 @@ from ._opening import RecordOpener as RecordOpener
 from ._query import RecordQuery as RecordQuery
 from ._record import AuditRecord as AuditRecord
 from ._record import open_record as open_record
+from ._retention import Hold as Hold
+from ._retention import PurgeOutcome as PurgeOutcome
+from ._retention import Retention as Retention
+from ._retention_log import RetentionEvent as RetentionEvent
+from ._retention_log import RetentionKind as RetentionKind
 from ._service import Running as Running
 from ._service import run_audit as run_audit
 from ._settings import AuditSettings as AuditSettings

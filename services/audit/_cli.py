@@ -14,6 +14,7 @@ import typer
 
 from services.audit._broker_view import read_broker_view
 from services.audit._query import RecordQuery
+from services.audit._retention_cli import register as register_retention
 from services.audit._settings import AuditSettings, load_audit_settings
 from services.bus import ConfigError, Exchange, OixError, Settings, stop_on_signals
 from services.host import broker_settings_or_exit, err, fail, out, run, settings_or_exit
@@ -346,3 +347,6 @@ def verify_command(
     )
     if code:
         raise typer.Exit(code)
+
+
+register_retention(commands)

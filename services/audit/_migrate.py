@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.audit._engine import create_engine, is_sqlite
 from services.audit._errors import SchemaVersionError, StoreError
+from services.audit._rechain import rechain
 from services.audit._tables import VERSION_TABLE, events, records
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -55,6 +57,8 @@ class Migration:
 
     before: str | None
     after: str
+    rechained: int = 0
+    """Rows re-chained from chain version 1 to version 2 (digests of content)."""
 
 
 async def migrate(url: str) -> Migration:
@@ -65,7 +69,10 @@ async def migrate(url: str) -> Migration:
         before = _current(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-        return Migration(before, head_revision())
+        # Not an Alembic revision: it must run online, and again for rows an
+        # older consumer stored after the schema moved on.
+        rechained = rechain(connection, datetime.now(UTC))
+        return Migration(before, head_revision(), rechained)
 
     engine = create_engine(url, writer=True)
     try:
