@@ -19,6 +19,7 @@ from ._metrics import Health as Health
 from ._metrics import MetricsServer as MetricsServer
 from ._migrate import Migration as Migration
 from ._migrate import grant as grant
+from ._migrate import grant_purge as grant_purge
 from ._migrate import head_revision as head_revision
 from ._migrate import migrate as migrate
 from ._migrate import migration_sql as migration_sql

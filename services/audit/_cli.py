@@ -118,6 +118,12 @@ def migrate_command(
         str | None,
         typer.Option(help="Then let this PostgreSQL role INSERT and SELECT, and nothing else."),
     ] = None,
+    grant_purge: Annotated[
+        str | None,
+        typer.Option(
+            help="Then let this PostgreSQL role purge content (column UPDATE grants), nothing else."
+        ),
+    ] = None,
 ) -> None:
     """Bring the store's schema to this release's revision (safe to run again)."""
     from services.audit import _migrate  # noqa: PLC0415  # fast --help: Alembic
@@ -132,6 +138,8 @@ def migrate_command(
         done = await _migrate.migrate(url)
         if grant:
             await _migrate.grant(url, grant)
+        if grant_purge:
+            await _migrate.grant_purge(url, grant_purge)
         return done
 
     done = _run(main)
@@ -141,6 +149,13 @@ def migrate_command(
         out.print(f"migrated the audit store from {done.before} to {done.after}", highlight=False)
     if grant:
         out.print(f"granted INSERT and SELECT to {grant}", highlight=False)
+    if grant_purge:
+        out.print(f"granted SELECT and the purge's UPDATEs to {grant_purge}", highlight=False)
+    if done.rechained:
+        out.print(
+            f"re-chained {done.rechained} record(s) from chain version 1 to 2 (digests of content)",
+            highlight=False,
+        )
 
 
 def _moment(text: str | None, option: str) -> datetime | None:

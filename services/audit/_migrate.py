@@ -23,7 +23,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from services.audit._engine import create_engine, is_sqlite
 from services.audit._errors import SchemaVersionError, StoreError
 from services.audit._rechain import rechain
-from services.audit._tables import VERSION_TABLE, events, records
+from services.audit._record import PURGED_FIELDS
+from services.audit._tables import VERSION_TABLE, events, holds, records, retention_events
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -129,5 +130,39 @@ async def grant(url: str, role: str) -> None:
             for table in (records.name, events.name):
                 await connection.execute(sa.text(f"GRANT SELECT, INSERT ON {table} TO {name}"))
             await connection.execute(sa.text(f"GRANT SELECT ON {VERSION_TABLE} TO {name}"))
+    finally:
+        await engine.dispose()
+
+
+PURGE_MARKS = ("purged_at", "purge_id")
+
+
+async def grant_purge(url: str, role: str) -> None:
+    """Let ``role`` purge and erase, and nothing else (PostgreSQL).
+
+    It may read every table, UPDATE only the content columns a purge clears
+    and the purge marks (never a digest, a fact or a hash: column-level
+    grants), and INSERT retention events; it may not DELETE, nor place or
+    lift holds.
+
+    Raises:
+        StoreError: on SQLite, which has no roles.
+    """
+    if is_sqlite(url):
+        raise StoreError("SQLite has no roles: protect the database file instead")
+    engine = create_engine(url, writer=True)
+    columns = ", ".join((*PURGED_FIELDS, *PURGE_MARKS))
+    try:
+        async with engine.begin() as connection:
+            name = connection.dialect.identifier_preparer.quote(role)
+            for table in (records.name, events.name, holds.name, retention_events.name):
+                await connection.execute(sa.text(f"GRANT SELECT ON {table} TO {name}"))
+            await connection.execute(sa.text(f"GRANT SELECT ON {VERSION_TABLE} TO {name}"))
+            await connection.execute(
+                sa.text(f"GRANT UPDATE ({columns}) ON {records.name} TO {name}"),
+            )
+            await connection.execute(
+                sa.text(f"GRANT INSERT ON {retention_events.name} TO {name}"),
+            )
     finally:
         await engine.dispose()

@@ -14,9 +14,19 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from postgres_support import as_role
+from sqlalchemy.exc import ProgrammingError
 from store_contract import T0, append_chained, record
 
-from services.audit import AuditRecord, AuditStore, FindingKind, Verifier, migrate
+from services.audit import (
+    AuditRecord,
+    AuditStore,
+    FindingKind,
+    Verifier,
+    grant,
+    grant_purge,
+    migrate,
+)
 from services.audit._chain import GENESIS, link_v1
 from services.audit._engine import create_engine, sqlite_path
 from services.audit._errors import RetentionRefusedError, StoreError
@@ -397,6 +407,52 @@ class TestPostgresRetention(RetentionContract):
     @pytest.fixture
     def store_url(self, pg_url: str) -> str:
         return pg_url
+
+    async def test_a_purge_role_may_purge_and_nothing_else(
+        self, store: AuditStore, pg_role: str
+    ) -> None:
+        stored = await append_chained(store, _sample())
+        await grant_purge(store.url, pg_role)
+        purger = await AuditStore.open(as_role(store.url, pg_role))
+        try:
+            outcome = await Retention(purger, clock=clock).purge(DEFAULT_DAYS, actor="cron")
+            assert outcome.count == 3
+            with pytest.raises(StoreError, match="permission denied"):
+                await Retention(purger, clock=clock).hold(message_id="m", reason="x", actor="a")
+        finally:
+            await purger.close()
+        assert (await Verifier(store, None).run(None)).findings == []
+        engine = create_engine(as_role(store.url, pg_role))
+        try:
+            for statement in (
+                "UPDATE audit_record SET value_digest = NULL",
+                "UPDATE audit_record SET row_hash = ''::bytea",
+                "UPDATE audit_record SET originator = 'x'",
+                "UPDATE audit_retention_event SET reason = 'x'",
+                "DELETE FROM audit_record",
+                "DELETE FROM audit_retention_event",
+                (
+                    "INSERT INTO audit_hold (hold_id, reason, placed_by, placed_at) "
+                    "VALUES ('h', 'r', 'p', now())"
+                ),
+            ):
+                async with engine.begin() as connection:
+                    with pytest.raises(ProgrammingError, match="permission denied"):
+                        await connection.execute(sa.text(statement))
+        finally:
+            await engine.dispose()
+        assert (await store.scan(TOPIC, 0, None, 100))[3:] == stored[3:]
+
+    async def test_the_service_role_cannot_purge(self, store: AuditStore, pg_role: str) -> None:
+        await append_chained(store, _sample())
+        await grant(store.url, pg_role)
+        consumer = await AuditStore.open(as_role(store.url, pg_role))
+        try:
+            with pytest.raises(StoreError, match="permission denied"):
+                await Retention(consumer, clock=clock).purge(DEFAULT_DAYS)
+        finally:
+            await consumer.close()
+        assert all(r.purged_at is None for r in await store.scan(TOPIC, 0, None, 100))
 
 
 def test_records_written_now_are_far_from_retention() -> None:
