@@ -274,6 +274,24 @@ def _reopened(settings: Settings, found: list[Any]) -> list[Any] | None:
     return reopen(exchange.opener, found)
 
 
+async def _check_broker_retention(
+    settings: Settings, bootstrap: str, exchange: Exchange, report: Any, broker: dict[Any, Any]
+) -> None:
+    """Warn when the broker keeps the topics longer than the agreement allows."""
+    from services.audit._broker_retention import (  # noqa: PLC0415  # fast --help
+        read_topic_retention,
+        retention_warnings,
+    )
+
+    allowed = exchange.agreement.defaults.retention_days
+    try:
+        found = await read_topic_retention(settings, bootstrap, sorted({t for t, _ in broker}))
+    except OixError as exc:
+        report.warnings.append(f"cannot read the topics' retention.ms: {exc}")
+        return
+    report.warnings += retention_warnings(found, allowed)
+
+
 @commands.command("verify")
 def verify_command(
     database_url: DatabaseUrl = None,
@@ -349,7 +367,12 @@ def verify_command(
                     quarantine_topic=exchange.naming.quarantine,
                 )
                 progress.update(task, total=await verifier.total_rows())
-                return await verifier.run(broker)
+                report = await verifier.run(broker)
+            if broker is not None:
+                assert settings.bootstrap is not None
+                bootstrap_servers = settings.bootstrap
+                await _check_broker_retention(settings, bootstrap_servers, exchange, report, broker)
+            return report
         finally:
             if signatures is not None:
                 signatures.close()

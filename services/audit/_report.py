@@ -235,6 +235,8 @@ def _trust_line(report: VerifyReport, trust: Sequence[Finding]) -> str:
 
 def _print_retention(report: VerifyReport, console: Console, *, details: bool) -> None:
     console.print(_retention_line(report), highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        console.print(f"[bold yellow]warning[/] {warning}", highlight=False, soft_wrap=True)
     if details:
         for event in report.retention:
             console.print(f"    {event.describe()}", highlight=False, soft_wrap=True, markup=False)

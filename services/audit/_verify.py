@@ -198,6 +198,8 @@ class VerifyReport:
     """Message ids stored under more than one proven originator."""
     retention: list[RetentionEvent] = field(default_factory=list)
     """Every purge, erasure, hold and release, in order (the retention log)."""
+    warnings: list[str] = field(default_factory=list)
+    """What is not a finding yet needs a look (the broker keeping records too long)."""
 
     @property
     def purged(self) -> int:
