@@ -19,10 +19,14 @@ def test_warns_for_a_topic_kept_longer_than_the_agreement_allows_or_forever() ->
         730,
     )
     assert warnings == [
-        "oix.B.x: the broker keeps records 731 days (retention.ms=63158400000); the agreement "
-        "allows 730 days (`oix topics` provisions the agreed retention)",
-        "oix.C.x: the broker keeps records forever (retention.ms=-1); the agreement allows 730 "
-        "days (`oix topics` provisions the agreed retention)",
+        (
+            "oix.B.x: the broker keeps records 731 days (retention.ms=63158400000); the "
+            "agreement allows 730 days (`oix topics` provisions the agreed retention)"
+        ),
+        (
+            "oix.C.x: the broker keeps records forever (retention.ms=-1); the agreement allows "
+            "730 days (`oix topics` provisions the agreed retention)"
+        ),
     ]
 
 
