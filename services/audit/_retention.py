@@ -3,9 +3,10 @@
 A record's content may be kept until ``retain_until``: its Kafka timestamp
 plus the signed header's ``retention_days``, or plus the agreement's default
 (``defaults.retention_days``) when the report names none or did not decode.
-Purging clears the content columns (``value``, ``decoded``, ``decode_error``)
-and marks the row (``purged_at``, ``purge_id``); the Kafka coordinates and
-facts, message id, originator, report type, signature status, the content's
+Purging clears the content columns (``value``, ``decoded``; of
+``decode_error`` only its kind stays, see :func:`purged_error`) and marks
+the row (``purged_at``, ``purge_id``); the Kafka coordinates and facts,
+message id, originator, report type, signature status, the content's
 digests and the chain link stay, so ``oix audit verify`` still proves the
 trail (chain version 2 covers the digests, not the content).
 
@@ -52,6 +53,21 @@ PURGE_BATCH = 5000
 """Rows purged per transaction (and per retention event)."""
 
 Coordinates = tuple[str, int, int, int]
+Due = tuple[str, int, int, int, str | None]
+"""A record to purge: its coordinates and its decode error (see :func:`purged_error`)."""
+
+PURGED_ERROR = "(content purged)"
+
+
+def purged_error(error: str | None) -> str | None:
+    """What a purge leaves of a decode error: its kind, never the text (which may quote content).
+
+    The kind (``UnknownSchemaError``, ``CorruptMessageError``…) says the
+    record proved no originator, so it stays untrusted and counted as such.
+    """
+    if error is None:
+        return None
+    return f"{error.split(':', 1)[0]}: {PURGED_ERROR}"
 
 
 def rule_text(default_days: int) -> str:
@@ -152,7 +168,7 @@ _PURGE = (
     .values(
         value=None,
         decoded=None,
-        decode_error=None,
+        decode_error=sa.bindparam("b_decode_error"),
         purged_at=sa.bindparam("b_purged_at"),
         purge_id=sa.bindparam("b_purge_id"),
     )
@@ -202,7 +218,7 @@ class Retention:
                 if dry_run:
                     found = await _coordinates(connection, due, None)
                     outcome.count = len(found)
-                    outcome.ranges = ranges_of(found)
+                    outcome.ranges = ranges_of([d[:4] for d in found])
                     return outcome
             while True:
                 async with self.store.writer.begin() as connection:
@@ -219,7 +235,7 @@ class Retention:
                         detail={"rule": "retention", "default_days": default_days},
                     )
                 outcome.count += len(found)
-                outcome.ranges += ranges_of(found)
+                outcome.ranges += ranges_of([d[:4] for d in found])
                 outcome.events.append(event)
                 if len(found) < self.batch:
                     break
@@ -238,7 +254,7 @@ class Retention:
     async def _purge_rows(
         self,
         connection: AsyncConnection,
-        found: list[Coordinates],
+        found: list[Due],
         *,
         kind: RetentionKind,
         now: datetime,
@@ -247,7 +263,7 @@ class Retention:
         detail: dict[str, Any],
     ) -> RetentionEvent:
         event_id = new_event_id()
-        ranges = ranges_of(found)
+        ranges = ranges_of([d[:4] for d in found])
         result = await connection.execute(
             _PURGE,
             [
@@ -258,8 +274,9 @@ class Retention:
                     "b_offset": o,
                     "b_purged_at": now,
                     "b_purge_id": event_id,
+                    "b_decode_error": purged_error(error),
                 }
-                for t, p, e, o in found
+                for t, p, e, o, error in found
             ],
         )
         if result.rowcount not in (-1, len(found)):
@@ -358,8 +375,8 @@ class Retention:
                         f"message id {message_id} is stored with chain version 1: run "
                         "`oix audit migrate` first",
                     )
-                found = [
-                    (r.topic, r.kafka_partition, r.epoch, r.kafka_offset)
+                found: list[Due] = [
+                    (r.topic, r.kafka_partition, r.epoch, r.kafka_offset, r.decode_error)
                     for r in mine
                     if r.purged_at is None
                 ]
@@ -379,7 +396,7 @@ class Retention:
                     )
                     outcome.events.append(event)
                     outcome.count = len(found)
-                    outcome.ranges = ranges_of(found)
+                    outcome.ranges = ranges_of([d[:4] for d in found])
         except _DRIVER_ERRORS as exc:
             raise classify(exc) from exc
         if outcome.count:
@@ -533,9 +550,9 @@ async def _count(
 
 async def _coordinates(
     connection: AsyncConnection, due: sa.ColumnElement[bool], limit: int | None
-) -> list[Coordinates]:
+) -> list[Due]:
     statement = (
-        sa.select(_R.topic, _R.kafka_partition, _R.epoch, _R.kafka_offset)
+        sa.select(_R.topic, _R.kafka_partition, _R.epoch, _R.kafka_offset, _R.decode_error)
         .where(due, _R.opened_digest.is_not(None), ~_held())
         .order_by(_R.topic, _R.kafka_partition, _R.epoch, _R.kafka_offset)
     )

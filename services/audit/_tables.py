@@ -74,7 +74,7 @@ records = sa.Table(
     ),
     sa.Index(
         "ix_audit_record_unpurged",
-        "kafka_timestamp",
+        "retain_until",
         sqlite_where=sa.text(UNPURGED),
         postgresql_where=sa.text(UNPURGED),
     ),

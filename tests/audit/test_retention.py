@@ -131,6 +131,24 @@ class RetentionContract:
         assert "retention_days" in events[0].reason
         assert f"{TOPIC}[0] offset 0..2" in events[0].describe()
 
+    async def test_an_untrusted_record_stays_untrusted_once_purged(
+        self, store: AuditStore, retention: Retention
+    ) -> None:
+        forged = _expiring(0, 30, status="unverified_origin")._replace(
+            decoded=None, decode_error=f"UnknownSchemaError: writer schema of {NARRATIVE}"
+        )
+        await append_chained(store, [forged, _expiring(1, 30)])
+        before = await Verifier(store, None).run(None)
+        assert before.untrusted == {"unknown_schema": 1}
+        assert (await retention.purge(DEFAULT_DAYS)).count == 2
+        (purged, _) = await store.scan(TOPIC, 0, None, 100)
+        assert purged.decode_error == "UnknownSchemaError: (content purged)"
+        assert purged.unknown_schema
+        assert not purged.trusted
+        after = await Verifier(store, None).run(None)
+        assert after.untrusted == {"unknown_schema": 1}
+        assert [f.kind for f in after.findings] == [FindingKind.UNTRUSTED]
+
     async def test_a_second_purge_finds_nothing_and_later_takes_the_default(
         self, store: AuditStore
     ) -> None:

@@ -37,7 +37,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_audit_record_unpurged",
         "audit_record",
-        ["kafka_timestamp"],
+        ["retain_until"],
         sqlite_where=sa.text(_UNPURGED),
         postgresql_where=sa.text(_UNPURGED),
     )
