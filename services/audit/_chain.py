@@ -75,6 +75,7 @@ def _blob(value: bytes | None) -> bytes:
 
 
 _FIVE_INTS = struct.Struct(">BqBqBqBqBq")
+_STORED_AT = AuditRecord._fields.index("stored_at")
 
 
 def _encode_v1(record: AuditRecord, stored_at: bytes) -> bytes:
@@ -143,9 +144,14 @@ def content_matches(record: AuditRecord) -> bool:
 
 
 def _encode(record: AuditRecord, stored_at: bytes) -> bytes:
+    return _encode_with(record, record.value_digest, record.opened_digest, stored_at)
+
+
+def _encode_with(
+    r: AuditRecord, value_digest: bytes | None, opened_digest: bytes | None, stored_at: bytes
+) -> bytes:
     # The same bytes as encoding each field with _field, in one pass: this runs
     # for every record the consumer stores. Content enters through its digests.
-    r = record
     return b"".join(
         (
             CHAIN_TAG,
@@ -164,14 +170,14 @@ def _encode(record: AuditRecord, stored_at: bytes) -> bytes:
             ),
             _blob(r.record_key),
             _text(r.headers),
-            _blob(r.value_digest),
+            _blob(value_digest),
             _text(r.schema_fingerprint),
             _text(r.message_id),
             _text(r.originator),
             _text(r.report_type),
             _text(r.signature_status),
             _text(r.signature_detail),
-            _blob(r.opened_digest),
+            _blob(opened_digest),
             _optional_int(r.retain_until),
             stored_at,
         ),
@@ -280,17 +286,27 @@ def chain(
     out: list[AuditRecord] = []
     stamp = _field(stored_at)
     sha256 = hashlib.sha256
+    make = AuditRecord._make
     for record in records:
         where = (record.topic, record.kafka_partition)
         value = record.value
-        stamped = record._replace(
-            stored_at=stored_at,
-            value_digest=None if value is None else sha256(value).digest(),
-            opened_digest=sha256(
-                OPENED_TAG + _text(record.decoded) + _text(record.decode_error)
-            ).digest(),
-        )
-        digest = sha256(current[where] + _encode(stamped, stamp)).digest()
+        value_hash = None if value is None else sha256(value).digest()
+        opened = sha256(OPENED_TAG + _text(record.decoded) + _text(record.decode_error)).digest()
+        digest = sha256(current[where] + _encode_with(record, value_hash, opened, stamp)).digest()
         current[where] = digest
-        out.append(stamped._replace(row_hash=digest))
+        # One tuple built directly: _replace costs more than the hashing here.
+        out.append(
+            make(
+                (
+                    *record[:_STORED_AT],
+                    stored_at,
+                    digest,
+                    value_hash,
+                    opened,
+                    record.retain_until,
+                    None,
+                    None,
+                ),
+            ),
+        )
     return Linked(out, current)
