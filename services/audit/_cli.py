@@ -251,6 +251,16 @@ def query_command(
         print_records_json(found, out, now)
     else:
         print_records(found, out, now)
+    purged = sorted({r.purge_id for r in found if r.purged_at is not None})
+    if purged:
+        events = ", ".join(purged[:1]) + (f" and {len(purged) - 1} more" if purged[1:] else "")
+        err.print(
+            f"note: {sum(r.purged_at is not None for r in found)} of these records are purged "
+            f"(content removed past retention or on request; facts, digests and chain kept) by "
+            f"retention event {events} (`oix audit retention-log`)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if cut:
         err.print(
             f"note: only the first {limit} matching records are shown; more match "

@@ -107,6 +107,7 @@ async def test_purge_dry_run_then_purge_then_verify_and_query(
 
     code, out, err = await oix(settings, sqlite_url, "audit", "query", "--topic", TOPIC, "--json")
     assert code == 0, err
+    assert "note: 3 of these records are purged" in err
     shown = [orjson.loads(line) for line in out.splitlines()]
     assert [s["purged_at"] is not None for s in shown] == [True, True, True, False]
     assert shown[0]["value"] is None
