@@ -70,8 +70,8 @@ async def migrate(url: str) -> Migration:
         before = _current(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-        # Not an Alembic revision: it must run online, and again for rows an
-        # older consumer stored after the schema moved on.
+        # Not an Alembic revision: it reads and verifies rows, so it runs online
+        # only, in the same transaction (a refused re-chain leaves the revision).
         rechained = rechain(connection, datetime.now(UTC))
         return Migration(before, head_revision(), rechained)
 
