@@ -29,7 +29,7 @@ from services.audit import (
 )
 from services.audit._chain import GENESIS, link_v1
 from services.audit._engine import create_engine, sqlite_path
-from services.audit._errors import RetentionRefusedError, StoreError
+from services.audit._errors import RetentionRefusedError, SchemaVersionError, StoreError
 from services.audit._record import DAY_MS
 from services.audit._retention import Retention
 from services.audit._retention_log import RetentionKind
@@ -387,6 +387,73 @@ class RetentionContract:
             await migrate(store.url)
         back = await store.scan(TOPIC, 0, None, 100)
         assert all(r.opened_digest is None for r in back)
+
+    @pytest.mark.parametrize("altered", [False, True])
+    async def test_a_store_of_the_previous_revision_upgrades_and_rechains(
+        self, store_url: str, *, altered: bool
+    ) -> None:
+        await _upgrade_to(store_url, "0002")
+        previous = GENESIS
+        rows = []
+        for row in _sample():
+            # Re-chaining reads retain_until from the signed header (30 days for 0-2).
+            days = 30 if row.kafka_offset < 3 else 3650
+            decoded = f'{{"header": {{"retention_days": {days}}}, "narrative": "{NARRATIVE}"}}'
+            stamped = row._replace(stored_at=T0, retain_until=None, decoded=decoded)
+            previous = link_v1(previous, stamped)
+            rows.append(stamped._replace(row_hash=previous)._asdict())
+        old_columns = list(AuditRecord._fields[: AuditRecord._fields.index("row_hash") + 1])
+        engine = create_engine(store_url, writer=True)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    sa.text(
+                        f"INSERT INTO audit_record ({', '.join(old_columns)}) "  # noqa: S608  # test
+                        f"VALUES ({', '.join(':' + c for c in old_columns)})"
+                    ),
+                    [{c: r[c] for c in old_columns} for r in rows],
+                )
+                if altered:
+                    await connection.execute(
+                        sa.text("UPDATE audit_record SET decoded = '{}' WHERE kafka_offset = 4")
+                    )
+        finally:
+            await engine.dispose()
+        if altered:
+            with pytest.raises(StoreError, match="offset 4"):
+                await migrate(store_url)
+            with pytest.raises(SchemaVersionError, match="revision 0002"):
+                await AuditStore.open(store_url)
+            return
+        done = await migrate(store_url)
+        assert (done.before, done.rechained) == ("0002", 6)
+        store = await AuditStore.open(store_url)
+        try:
+            assert (await Verifier(store, None).run(None)).findings == []
+            assert (await Retention(store, clock=clock).purge(DEFAULT_DAYS)).count == 3
+            report = await Verifier(store, None).run(None)
+            assert (report.findings, report.purged) == ([], 3)
+        finally:
+            await store.close()
+
+
+async def _upgrade_to(url: str, revision: str) -> None:
+    from alembic import command  # only this test stops at an old revision
+
+    from services.audit._migrate import _config  # the same configuration
+
+    config = _config()
+    engine = create_engine(url, writer=True)
+
+    def upgrade(connection: sa.Connection) -> None:
+        config.attributes["connection"] = connection
+        command.upgrade(config, revision)
+
+    try:
+        async with engine.begin() as connection:
+            await connection.run_sync(upgrade)
+    finally:
+        await engine.dispose()
 
 
 class TestSqliteRetention(RetentionContract):
