@@ -7,6 +7,7 @@ from ._chain import link as link
 from ._cli import commands as commands
 from ._consumer import AuditConsumer as AuditConsumer
 from ._errors import AuditError as AuditError
+from ._errors import RetentionRefusedError as RetentionRefusedError
 from ._errors import SchemaVersionError as SchemaVersionError
 from ._errors import StoreConflictError as StoreConflictError
 from ._errors import StoreError as StoreError
@@ -18,6 +19,7 @@ from ._metrics import Health as Health
 from ._metrics import MetricsServer as MetricsServer
 from ._migrate import Migration as Migration
 from ._migrate import grant as grant
+from ._migrate import grant_purge as grant_purge
 from ._migrate import head_revision as head_revision
 from ._migrate import migrate as migrate
 from ._migrate import migration_sql as migration_sql
@@ -25,6 +27,11 @@ from ._opening import RecordOpener as RecordOpener
 from ._query import RecordQuery as RecordQuery
 from ._record import AuditRecord as AuditRecord
 from ._record import open_record as open_record
+from ._retention import Hold as Hold
+from ._retention import PurgeOutcome as PurgeOutcome
+from ._retention import Retention as Retention
+from ._retention_log import RetentionEvent as RetentionEvent
+from ._retention_log import RetentionKind as RetentionKind
 from ._scan import RecordScan as RecordScan
 from ._scan import ScanFilter as ScanFilter
 from ._service import Running as Running

@@ -14,6 +14,7 @@ import typer
 
 from services.audit._broker_view import read_broker_view
 from services.audit._query import RecordQuery
+from services.audit._retention_cli import register as register_retention
 from services.audit._settings import AuditSettings, load_audit_settings
 from services.bus import ConfigError, Exchange, OixError, Settings, stop_on_signals
 from services.host import broker_settings_or_exit, err, fail, out, run, settings_or_exit
@@ -117,6 +118,12 @@ def migrate_command(
         str | None,
         typer.Option(help="Then let this PostgreSQL role INSERT and SELECT, and nothing else."),
     ] = None,
+    grant_purge: Annotated[
+        str | None,
+        typer.Option(
+            help="Then let this PostgreSQL role purge content (column UPDATE grants), nothing else."
+        ),
+    ] = None,
 ) -> None:
     """Bring the store's schema to this release's revision (safe to run again)."""
     from services.audit import _migrate  # noqa: PLC0415  # fast --help: Alembic
@@ -131,6 +138,8 @@ def migrate_command(
         done = await _migrate.migrate(url)
         if grant:
             await _migrate.grant(url, grant)
+        if grant_purge:
+            await _migrate.grant_purge(url, grant_purge)
         return done
 
     done = _run(main)
@@ -140,6 +149,13 @@ def migrate_command(
         out.print(f"migrated the audit store from {done.before} to {done.after}", highlight=False)
     if grant:
         out.print(f"granted INSERT and SELECT to {grant}", highlight=False)
+    if grant_purge:
+        out.print(f"granted SELECT and the purge's UPDATEs to {grant_purge}", highlight=False)
+    if done.rechained:
+        out.print(
+            f"re-chained {done.rechained} record(s) from chain version 1 to 2 (digests of content)",
+            highlight=False,
+        )
 
 
 def _moment(text: str | None, option: str) -> datetime | None:
@@ -235,6 +251,16 @@ def query_command(
         print_records_json(found, out, now)
     else:
         print_records(found, out, now)
+    purged = sorted({r.purge_id for r in found if r.purged_at is not None})
+    if purged:
+        events = ", ".join(purged[:1]) + (f" and {len(purged) - 1} more" if purged[1:] else "")
+        err.print(
+            f"note: {sum(r.purged_at is not None for r in found)} of these records are purged "
+            f"(content removed past retention or on request; facts, digests and chain kept) by "
+            f"retention event {events} (`oix audit retention-log`)",
+            highlight=False,
+            soft_wrap=True,
+        )
     if cut:
         err.print(
             f"note: only the first {limit} matching records are shown; more match "
@@ -256,6 +282,24 @@ def _reopened(settings: Settings, found: list[Any]) -> list[Any] | None:
         err.print(f"not decoding stored raw values again: {exc}", highlight=False)
         return None
     return reopen(exchange.opener, found)
+
+
+async def _check_broker_retention(
+    settings: Settings, bootstrap: str, exchange: Exchange, report: Any, broker: dict[Any, Any]
+) -> None:
+    """Warn when the broker keeps the topics longer than the agreement allows."""
+    from services.audit._broker_retention import (  # noqa: PLC0415  # fast --help
+        read_topic_retention,
+        retention_warnings,
+    )
+
+    allowed = exchange.agreement.defaults.retention_days
+    try:
+        found = await read_topic_retention(settings, bootstrap, sorted({t for t, _ in broker}))
+    except OixError as exc:
+        report.warnings.append(f"cannot read the topics' retention.ms: {exc}")
+        return
+    report.warnings += retention_warnings(found, allowed)
 
 
 @commands.command("verify")
@@ -333,7 +377,12 @@ def verify_command(
                     quarantine_topic=exchange.naming.quarantine,
                 )
                 progress.update(task, total=await verifier.total_rows())
-                return await verifier.run(broker)
+                report = await verifier.run(broker)
+            if broker is not None:
+                assert settings.bootstrap is not None
+                bootstrap_servers = settings.bootstrap
+                await _check_broker_retention(settings, bootstrap_servers, exchange, report, broker)
+            return report
         finally:
             if signatures is not None:
                 signatures.close()
@@ -346,3 +395,6 @@ def verify_command(
     )
     if code:
         raise typer.Exit(code)
+
+
+register_retention(commands)

@@ -4,7 +4,8 @@ SQLite runs in WAL mode with ``synchronous=FULL`` (a committed batch survives
 power loss, not only a killed process) and explicit ``BEGIN``: the Python
 driver would otherwise begin transactions late and end them early around DDL.
 Writers take the write lock at ``BEGIN IMMEDIATE`` so two writers queue
-instead of failing on a lock upgrade.
+instead of failing on a lock upgrade. ``secure_delete`` zeroes the bytes a
+retention purge removes.
 """
 
 from __future__ import annotations
@@ -52,6 +53,8 @@ def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # A purge must overwrite what it removes, not leave it in free space.
+        cursor.execute("PRAGMA secure_delete=ON")
         cursor.close()
 
     @event.listens_for(engine.sync_engine, "begin")

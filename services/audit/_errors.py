@@ -28,3 +28,7 @@ class StoreConflictError(StoreError, PositionConflictError):
 
 class SchemaVersionError(StoreError):
     """The database is not at the schema version this release needs."""
+
+
+class RetentionRefusedError(AuditError):
+    """A purge, erasure or hold request the rules forbid (not the originator, held, unknown)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -21,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.audit._engine import create_engine, is_sqlite
 from services.audit._errors import SchemaVersionError, StoreError
-from services.audit._tables import VERSION_TABLE, events, records
+from services.audit._rechain import rechain
+from services.audit._record import PURGED_FIELDS
+from services.audit._tables import VERSION_TABLE, events, holds, records, retention_events
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -55,6 +58,8 @@ class Migration:
 
     before: str | None
     after: str
+    rechained: int = 0
+    """Rows re-chained from chain version 1 to version 2 (digests of content)."""
 
 
 async def migrate(url: str) -> Migration:
@@ -65,7 +70,10 @@ async def migrate(url: str) -> Migration:
         before = _current(connection)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
-        return Migration(before, head_revision())
+        # Not an Alembic revision: it reads and verifies rows, so it runs online
+        # only, in the same transaction (a refused re-chain leaves the revision).
+        rechained = rechain(connection, datetime.now(UTC))
+        return Migration(before, head_revision(), rechained)
 
     engine = create_engine(url, writer=True)
     try:
@@ -122,5 +130,39 @@ async def grant(url: str, role: str) -> None:
             for table in (records.name, events.name):
                 await connection.execute(sa.text(f"GRANT SELECT, INSERT ON {table} TO {name}"))
             await connection.execute(sa.text(f"GRANT SELECT ON {VERSION_TABLE} TO {name}"))
+    finally:
+        await engine.dispose()
+
+
+PURGE_MARKS = ("purged_at", "purge_id")
+
+
+async def grant_purge(url: str, role: str) -> None:
+    """Let ``role`` purge and erase, and nothing else (PostgreSQL).
+
+    It may read every table, UPDATE only the content columns a purge clears
+    and the purge marks (never a digest, a fact or a hash: column-level
+    grants), and INSERT retention events; it may not DELETE, nor place or
+    lift holds.
+
+    Raises:
+        StoreError: on SQLite, which has no roles.
+    """
+    if is_sqlite(url):
+        raise StoreError("SQLite has no roles: protect the database file instead")
+    engine = create_engine(url, writer=True)
+    columns = ", ".join((*PURGED_FIELDS, *PURGE_MARKS))
+    try:
+        async with engine.begin() as connection:
+            name = connection.dialect.identifier_preparer.quote(role)
+            for table in (records.name, events.name, holds.name, retention_events.name):
+                await connection.execute(sa.text(f"GRANT SELECT ON {table} TO {name}"))
+            await connection.execute(sa.text(f"GRANT SELECT ON {VERSION_TABLE} TO {name}"))
+            await connection.execute(
+                sa.text(f"GRANT UPDATE ({columns}) ON {records.name} TO {name}"),
+            )
+            await connection.execute(
+                sa.text(f"GRANT INSERT ON {retention_events.name} TO {name}"),
+            )
     finally:
         await engine.dispose()

@@ -62,6 +62,16 @@ class AuditRecord(NamedTuple):
     decode_error: str | None
     stored_at: datetime
     row_hash: bytes
+    value_digest: bytes | None = None
+    """SHA-256 of the original ``value`` (None for none): kept, and chained, after a purge."""
+    opened_digest: bytes | None = None
+    """SHA-256 of what opening found (``decoded``, ``decode_error``): kept after a purge."""
+    retain_until: int | None = None
+    """Kafka time (ms) the content may be kept until; None: the agreement's default applies."""
+    purged_at: datetime | None = None
+    """When the content (value, decoded, decode_error) was purged; None while it is kept."""
+    purge_id: str | None = None
+    """The retention event that purged it (``audit_retention_event``)."""
 
     def header_pairs(self) -> Headers:
         """The Kafka headers exactly as they arrived."""
@@ -73,12 +83,25 @@ class AuditRecord(NamedTuple):
         return self.signature_status == SignatureStatus.VALID and self.decode_error is None
 
     @property
+    def purged(self) -> bool:
+        """Its content was purged (retention or erasure): only digests and facts remain."""
+        return self.purged_at is not None
+
+    @property
     def unknown_schema(self) -> bool:
         """Stored raw because its writer schema (:attr:`schema_fingerprint`) is not released."""
         return (self.decode_error or "").startswith(UNKNOWN_SCHEMA_ERROR)
 
 
 COLUMNS: tuple[str, ...] = AuditRecord._fields
+
+CHAINED = COLUMNS.index("row_hash")
+"""Fields before this index are the stored facts; ``row_hash`` and the ones after are derived."""
+
+PURGED_FIELDS = ("value", "decoded", "decode_error")
+"""The content a purge removes; every other column stays (see ``docs/audit.md``)."""
+
+DAY_MS = 86_400_000
 
 
 def coordinates_key(topic: str, partition: int, epoch: int, offset: int) -> bytes:
@@ -181,6 +204,13 @@ class Opening(NamedTuple):
     signature_detail: str
     decoded: str | None
     decode_error: str | None
+    retention_days: int | None = None
+    """The signed header's ``retention_days`` (None when it has none or did not decode)."""
+
+
+def _retention_days(header: dict[str, Any]) -> int | None:
+    days = header.get("retention_days")
+    return days if isinstance(days, int) and not isinstance(days, bool) and days > 0 else None
 
 
 def open_value(opener: Opener, value: bytes | None, headers: Headers) -> Opening:
@@ -193,11 +223,13 @@ def open_value(opener: Opener, value: bytes | None, headers: Headers) -> Opening
     opened = opener.open(value, headers)
     decoded_json: str | None = None
     decode_error: str | None = None
+    retention_days: int | None = None
     if opened.decoded is not None:
         decoded = opened.decoded
         message_id: str | None = str(decoded.message_id)
         originator = clean_text(decoded.originator)
         report_type: str | None = decoded.report_type
+        retention_days = _retention_days(decoded.header)
         try:
             decoded_json = orjson.dumps(decoded.record, default=_json_default).decode()
         except TypeError as exc:
@@ -220,6 +252,7 @@ def open_value(opener: Opener, value: bytes | None, headers: Headers) -> Opening
         clean_text(verification.reason) or "",
         decoded_json,
         clean_text(decode_error),
+        retention_days,
     )
 
 
@@ -235,10 +268,20 @@ def assemble(record: KafkaRecord, epoch: int, opening: Opening) -> AuditRecord:
         record.key,
         opening.headers,
         record.value,
-        *opening[1:],
+        *opening[1:9],
         NOT_STORED,
         b"",
+        retain_until=retain_until(record.timestamp, opening.retention_days),
     )
+
+
+def retain_until(timestamp: int, retention_days: int | None) -> int | None:
+    """Until when (Kafka time, ms) a record's content may be kept; None: the default applies.
+
+    Retention counts from the record's Kafka timestamp (the time the broker's
+    ``retention.ms`` counts from too), not from when the audit stored it.
+    """
+    return None if retention_days is None else timestamp + retention_days * DAY_MS
 
 
 def open_record(opener: Opener, record: KafkaRecord, epoch: int) -> AuditRecord:

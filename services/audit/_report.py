@@ -53,6 +53,12 @@ def record_json(record: AuditRecord, now: Opening | None = None) -> dict[str, An
         "unknown_schema": record.unknown_schema,
         "stored_at": record.stored_at.isoformat(),
         "row_hash": record.row_hash.hex(),
+        "value_digest": record.value_digest.hex() if record.value_digest is not None else None,
+        "retain_until": _kafka_time(record.retain_until)
+        if record.retain_until is not None
+        else None,
+        "purged_at": record.purged_at.isoformat() if record.purged_at is not None else None,
+        "purge_id": record.purge_id,
     }
     if now is not None:
         shown["now"] = {
@@ -82,6 +88,8 @@ def print_records_json(
 
 def _status(record: AuditRecord, now: Opening | None) -> str:
     status = record.signature_status
+    if record.purged_at is not None:
+        return f"{status}, purged {record.purged_at.isoformat(timespec='seconds')}"
     if record.unknown_schema:
         status += f", unknown schema {record.schema_fingerprint}"
     elif record.decode_error is not None:
@@ -130,7 +138,15 @@ def print_report(report: VerifyReport, console: Console, *, details: bool = Fals
     ``details`` lists every occurrence a grouped finding stands for.
     """
     table = Table(
-        "partition", "epoch", "rows", "stored offsets", "broker offsets", "lag", "chain head", ""
+        "partition",
+        "epoch",
+        "rows",
+        "purged",
+        "stored offsets",
+        "broker offsets",
+        "lag",
+        "chain head",
+        "",
     )
     for p in sorted(report.partitions, key=lambda s: (s.topic, s.partition)):
         stored = "-" if p.first_offset is None else f"{p.first_offset}..{p.last_offset}"
@@ -141,6 +157,7 @@ def print_report(report: VerifyReport, console: Console, *, details: bool = Fals
             f"{p.topic}[{p.partition}]",
             "-" if p.epoch is None else str(p.epoch),
             str(p.rows),
+            str(p.purged),
             stored,
             broker,
             lag,
@@ -179,6 +196,7 @@ def print_report(report: VerifyReport, console: Console, *, details: bool = Fals
             highlight=False,
         )
     console.print(_trust_line(report, trust), highlight=False, soft_wrap=True)
+    _print_retention(report, console, details=details)
     if report.ok:
         console.print(f"[bold green]OK[/]: {checked}; {'; '.join(extra)}", highlight=False)
     else:
@@ -212,4 +230,30 @@ def _trust_line(report: VerifyReport, trust: Sequence[Finding]) -> str:
         line += f"; {report.quarantined} of {untrusted} copied to the quarantine topic" + (
             "" if report.quarantined == untrusted else " (the rest pending, or not yet stored)"
         )
+    return line
+
+
+def _print_retention(report: VerifyReport, console: Console, *, details: bool) -> None:
+    console.print(_retention_line(report), highlight=False, soft_wrap=True)
+    for warning in report.warnings:
+        console.print(f"[bold yellow]warning[/] {warning}", highlight=False, soft_wrap=True)
+    if details:
+        for event in report.retention:
+            console.print(f"    {event.describe()}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _retention_line(report: VerifyReport) -> str:
+    """How many records are purged, and what the retention log holds."""
+    kinds: dict[str, int] = {}
+    for event in report.retention:
+        kinds[str(event.kind)] = kinds.get(str(event.kind), 0) + 1
+    logged = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "no event"
+    line = (
+        f"retention: {report.purged} of {report.rows} record(s) purged (content removed; "
+        f"coordinates, digests and chain verified); retention log: {logged}"
+    )
+    if report.retention:
+        last = report.retention[-1]
+        line += f"; last {last.kind} {last.recorded_at.isoformat(timespec='seconds')}"
+        line += " (--details, `oix audit retention-log`)"
     return line

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from services.audit._consumer import AuditConsumer
 from services.audit._metrics import AuditMetrics, Health, MetricsServer
 from services.audit._migrate import migrate
+from services.audit._retention import run_purge_schedule
 from services.audit._settings import AuditSettings
 from services.audit._store import AuditStore
 from services.bus import Exchange, Settings, get_logger
@@ -52,10 +54,11 @@ async def run_audit(
         if audit.metrics_port is not None:
             server = MetricsServer(metrics, health, audit.metrics_host, audit.metrics_port)
             await server.start()
+        exchange = exchange or Exchange.from_settings(settings)
         service = AuditConsumer(
             settings,
             audit,
-            exchange or Exchange.from_settings(settings),
+            exchange,
             bootstrap,
             store=store,
             metrics=metrics,
@@ -69,7 +72,24 @@ async def run_audit(
                     service.group_id,
                 ),
             )
-        await service.run(stop)
+        purging: asyncio.Task[None] | None = None
+        if audit.purge_interval_s > 0:
+            purging = asyncio.create_task(
+                run_purge_schedule(
+                    store,
+                    exchange.agreement.defaults.retention_days,
+                    audit.purge_interval_s,
+                    stop,
+                ),
+                name="audit-purge",
+            )
+        try:
+            await service.run(stop)
+        finally:
+            if purging is not None:
+                purging.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purging
         return service.stored
     finally:
         if server is not None:

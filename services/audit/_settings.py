@@ -78,6 +78,14 @@ class AuditSettings(BaseSettings):
     retry_max_backoff_ms: int = Field(default=5000, ge=10)
     drain_timeout_s: float = Field(default=30.0, gt=0)
     commit_interval_ms: int = Field(default=1000, ge=10)
+    purge_interval_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description=(
+            "How often `oix audit run` purges the content of records past their retention; "
+            "0 turns the schedule off (then run `oix audit purge` from cron)."
+        ),
+    )
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = Field(
         default=9464, ge=0, le=65535, description="Prometheus /metrics and /healthz; 0 picks one."

@@ -2,7 +2,9 @@
 
 SQLAlchemy Core (async) does every query; PostgreSQL bulk inserts go through
 asyncpg's binary COPY inside the same transaction, several times faster than
-multi-row INSERT. The store only ever INSERTs and SELECTs.
+multi-row INSERT. The store only ever INSERTs and SELECTs, except for
+retention (``_retention.py``), which clears the content columns of a row
+past its retention and records that it did.
 """
 
 from __future__ import annotations
@@ -92,11 +94,14 @@ def _utc(moment: datetime) -> datetime:
 
 
 _STORED_AT = COLUMNS.index("stored_at")
+_PURGED_AT = COLUMNS.index("purged_at")
 
 
 def _record(row: Sequence[Any]) -> AuditRecord:
     values = list(row)
     values[_STORED_AT] = _utc(values[_STORED_AT])
+    if values[_PURGED_AT] is not None:
+        values[_PURGED_AT] = _utc(values[_PURGED_AT])
     return AuditRecord(*values)
 
 
@@ -183,6 +188,16 @@ class AuditStore:
             await self._reader.dispose()
 
     @property
+    def writer(self) -> AsyncEngine:
+        """The engine that writes (SQLite: takes the write lock at BEGIN)."""
+        return self._engine
+
+    @property
+    def reader(self) -> AsyncEngine:
+        """The engine that reads."""
+        return self._reader
+
+    @property
     def display_url(self) -> str:
         """The URL without its password, for logs and messages."""
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
@@ -212,7 +227,7 @@ class AuditStore:
                 _R.timestamp_type,
                 _R.record_key,
                 _R.headers,
-                _R.value,
+                _R.value_digest,
                 _R.row_hash,
             )
             .where(_R.topic == topic, _R.kafka_partition == number)
@@ -295,7 +310,7 @@ class AuditStore:
                 if stored_at is None:
                     stored_at = convert(r.stored_at) if convert else r.stored_at
                     times[r.stored_at] = stored_at
-                rows.append((*r[:-2], stored_at, r.row_hash))
+                rows.append((*r[:_STORED_AT], stored_at, *r[_STORED_AT + 1 :]))
             await connection.exec_driver_sql(_INSERT, rows)
 
     # -- the auditor's side ----------------------------------------------------------------

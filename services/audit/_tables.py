@@ -4,6 +4,12 @@
 coordinates. ``audit_event`` records what the consumer noticed about a
 broker log: a log that went backwards (a new epoch begins) or offsets that
 vanished before they could be read.
+
+Retention (revision 0003) is the one exception to append-only: a purge
+clears a record's content columns (``value``, ``decoded``, ``decode_error``)
+and sets ``purged_at``/``purge_id``; the digests, facts and chain link stay.
+``audit_retention_event`` is the chained log of every purge, erasure, hold
+and release; ``audit_hold`` holds the legal holds.
 """
 
 from __future__ import annotations
@@ -19,6 +25,9 @@ _Time = sa.DateTime(timezone=True)
 
 UNTRUSTED = "signature_status <> 'valid' OR decode_error IS NOT NULL"
 """Rows that cannot be trusted (the quarantine's candidates); a partial index keeps them."""
+
+UNPURGED = "purged_at IS NULL"
+"""Rows that still hold their content: the purge's candidates."""
 
 records = sa.Table(
     "audit_record",
@@ -42,6 +51,11 @@ records = sa.Table(
     sa.Column("decode_error", sa.Text(), nullable=True),
     sa.Column("stored_at", _Time, nullable=False),
     sa.Column("row_hash", _Bytes, nullable=False),
+    sa.Column("value_digest", _Bytes, nullable=True),
+    sa.Column("opened_digest", _Bytes, nullable=True),
+    sa.Column("retain_until", sa.BigInteger(), nullable=True),
+    sa.Column("purged_at", _Time, nullable=True),
+    sa.Column("purge_id", sa.Text(), nullable=True),
     sa.PrimaryKeyConstraint(
         "topic", "kafka_partition", "epoch", "kafka_offset", name="pk_audit_record"
     ),
@@ -57,6 +71,12 @@ records = sa.Table(
         "kafka_offset",
         sqlite_where=sa.text(UNTRUSTED),
         postgresql_where=sa.text(UNTRUSTED),
+    ),
+    sa.Index(
+        "ix_audit_record_unpurged",
+        "retain_until",
+        sqlite_where=sa.text(UNPURGED),
+        postgresql_where=sa.text(UNPURGED),
     ),
 )
 
@@ -74,4 +94,36 @@ events = sa.Table(
     sa.Column("recorded_at", _Time, nullable=False),
     sa.PrimaryKeyConstraint("event_id", name="pk_audit_event"),
     sa.Index("ix_audit_event_partition", "topic", "kafka_partition", "epoch"),
+)
+
+retention_events = sa.Table(
+    "audit_retention_event",
+    metadata,
+    sa.Column("seq", sa.BigInteger(), nullable=False, autoincrement=False),
+    sa.Column("event_id", sa.Text(), nullable=False),
+    sa.Column("kind", sa.Text(), nullable=False),
+    sa.Column("recorded_at", _Time, nullable=False),
+    sa.Column("actor", sa.Text(), nullable=False),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("detail", sa.Text(), nullable=False),
+    sa.Column("record_count", sa.Integer(), nullable=False),
+    sa.Column("row_hash", _Bytes, nullable=False),
+    sa.PrimaryKeyConstraint("seq", name="pk_audit_retention_event"),
+    sa.UniqueConstraint("event_id", name="uq_audit_retention_event_id"),
+)
+
+holds = sa.Table(
+    "audit_hold",
+    metadata,
+    sa.Column("hold_id", sa.Text(), nullable=False),
+    sa.Column("message_id", sa.Text(), nullable=True),
+    sa.Column("event_key", _Bytes, nullable=True),
+    sa.Column("since_ms", sa.BigInteger(), nullable=True),
+    sa.Column("until_ms", sa.BigInteger(), nullable=True),
+    sa.Column("reason", sa.Text(), nullable=False),
+    sa.Column("placed_by", sa.Text(), nullable=False),
+    sa.Column("placed_at", _Time, nullable=False),
+    sa.Column("released_at", _Time, nullable=True),
+    sa.Column("released_by", sa.Text(), nullable=True),
+    sa.PrimaryKeyConstraint("hold_id", name="pk_audit_hold"),
 )

@@ -4,7 +4,12 @@ For every partition the store holds, in (epoch, offset) order:
 
 - the hash chain is recomputed from the stored columns; a row whose hash does
   not follow from its content and the previous row was altered (or a row
-  before it was altered, inserted or removed);
+  before it was altered, inserted or removed); chain version 2 covers the
+  content through its digests, and content still held must match them, so a
+  record purged by retention verifies like any other and is counted as
+  purged, while an altered one does not;
+- every purged row names a purge in the chained retention log, and that log's
+  own chain holds;
 - offsets are contiguous within each epoch, from the first one stored;
 - signatures are verified again against the agreement's keys, and must give
   the status stored.
@@ -34,10 +39,12 @@ from datetime import UTC, datetime
 from enum import StrEnum
 
 from services.audit._broker_view import BrokerPartition
-from services.audit._chain import GENESIS, link
+from services.audit._chain import GENESIS, content_matches, link, link_v1
 from services.audit._events import EventKind, LogEvent
 from services.audit._opening import RecordOpener
 from services.audit._record import AuditRecord, Opening, coordinates_key, reason_of
+from services.audit._retention import retention_events
+from services.audit._retention_log import RetentionEvent, RetentionKind, chain_events
 from services.audit._store import AuditStore, Partition
 from services.bus import SignatureStatus
 
@@ -65,6 +72,10 @@ class FindingKind(StrEnum):
     """The broker served an offset twice: the first record is stored, the other described."""
     EPOCH = "epoch"
     """An epoch begins without a recorded reset."""
+    UNRECORDED_PURGE = "unrecorded_purge"
+    """A row marked purged that no purge or erasure in the retention log names."""
+    RETENTION_LOG = "retention_log"
+    """The retention log's chain is broken: an event was altered, inserted or removed."""
     SIGNATURE = "signature"
     """Verifying the signature again gives another status than the stored one."""
     UNTRUSTED = "untrusted"
@@ -155,6 +166,8 @@ class PartitionSummary:
     chain_head: bytes = GENESIS
     broker: BrokerPartition | None = None
     findings: int = 0
+    purged: int = 0
+    """Rows whose content was purged (retention or erasure): digests and chain kept."""
 
     @property
     def lag(self) -> int | None:
@@ -183,6 +196,15 @@ class VerifyReport:
     """How many of those the store holds a quarantine copy of (None: not checked)."""
     reused_ids: int = 0
     """Message ids stored under more than one proven originator."""
+    retention: list[RetentionEvent] = field(default_factory=list)
+    """Every purge, erasure, hold and release, in order (the retention log)."""
+    warnings: list[str] = field(default_factory=list)
+    """What is not a finding yet needs a look (the broker keeping records too long)."""
+
+    @property
+    def purged(self) -> int:
+        """Rows whose content was purged, over every partition."""
+        return sum(p.purged for p in self.partitions)
 
     @property
     def ok(self) -> bool:
@@ -214,6 +236,8 @@ class _PartitionCheck:
         self._gaps = [e for e in events if e.kind is EventKind.OFFSET_GAP]
         self._hash = GENESIS
         self._previous: AuditRecord | None = None
+        self.purges: set[str] = set()
+        """The event ids of every purge and erasure in the retention log."""
 
     def _find(
         self, kind: FindingKind, row: AuditRecord, first: int, last: int, detail: str
@@ -223,7 +247,9 @@ class _PartitionCheck:
         )
 
     def row(self, row: AuditRecord) -> None:
-        if link(self._hash, row) != row.row_hash:
+        # Chain version 1 rows (stored before retention) until `oix audit migrate` re-chains.
+        linked = link_v1 if row.opened_digest is None else link
+        if linked(self._hash, row) != row.row_hash:
             self._find(
                 FindingKind.ALTERED,
                 row,
@@ -232,6 +258,26 @@ class _PartitionCheck:
                 "the row's hash does not follow from its content and the previous row's hash: "
                 "this row was altered, or a row before it was altered, inserted or removed",
             )
+        elif row.opened_digest is not None and not content_matches(row):
+            self._find(
+                FindingKind.ALTERED,
+                row,
+                row.kafka_offset,
+                row.kafka_offset,
+                "the row's content does not match the digests its chain link covers: the "
+                "value or what was decoded from it was altered (or removed without a purge)",
+            )
+        if row.purged_at is not None:
+            self.summary.purged += 1
+            if row.purge_id not in self.purges:
+                self._find(
+                    FindingKind.UNRECORDED_PURGE,
+                    row,
+                    row.kafka_offset,
+                    row.kafka_offset,
+                    f"marked purged by {row.purge_id!r}, which no purge or erasure in the "
+                    "retention log names",
+                )
         previous = self._previous
         if previous is None or row.epoch != previous.epoch:
             if row.epoch > 0 and row.epoch not in self.resets:
@@ -349,6 +395,7 @@ class Verifier:
         self.signatures = signatures
         self.on_progress = on_progress
         self.quarantine_topic = quarantine_topic
+        self._purges: set[str] = set()
 
     async def total_rows(self) -> int:
         """How many rows verification reads (for a progress bar)."""
@@ -357,6 +404,25 @@ class Verifier:
     async def run(self, broker: dict[Partition, BrokerPartition] | None) -> VerifyReport:
         """Verify every partition; compare with ``broker`` unless it is None."""
         report = VerifyReport(broker_compared=broker is not None)
+        report.retention = await retention_events(self.store)
+        self._purges = {
+            e.event_id
+            for e in report.retention
+            if e.kind in {RetentionKind.PURGE, RetentionKind.ERASURE}
+        }
+        for seq in chain_events(report.retention):
+            report.findings.append(
+                Finding(
+                    FindingKind.RETENTION_LOG,
+                    "retention log",
+                    0,
+                    None,
+                    None,
+                    None,
+                    f"retention event {seq}: its hash does not follow from its content and the "
+                    "event before it (an event was altered, inserted or removed)",
+                ),
+            )
         extents = await self.store.extents()
         events = await self.store.log_events()
         by_partition: dict[Partition, list[LogEvent]] = {
@@ -386,16 +452,20 @@ class Verifier:
     ) -> PartitionSummary:
         summary = PartitionSummary(topic, number)
         check = _PartitionCheck(summary, events, copies=topic != self.quarantine_topic)
+        check.purges = self._purges
         after: tuple[int, int] | None = None
         while True:
             rows = await self.store.scan(topic, number, after, SCAN_CHUNK)
             if not rows:
                 break
-            openings: list[Opening] | None = None
+            openings: list[Opening | None] | None = None
+            kept = [r for r in rows if r.purged_at is None]
             if self.signatures is not None:
-                openings = await self.signatures.openings(
-                    [(r.value, r.header_pairs()) for r in rows]
+                # A purged row has no value left to verify: its stored status stands.
+                opened = iter(
+                    await self.signatures.openings([(r.value, r.header_pairs()) for r in kept])
                 )
+                openings = [next(opened) if r.purged_at is None else None for r in rows]
             for index, row in enumerate(rows):
                 check.row(row)
                 now = None if openings is None else openings[index]
@@ -404,7 +474,7 @@ class Verifier:
                 check.trust(row, now)
             report.rows += len(rows)
             if openings is not None:
-                report.signatures_checked += len(rows)
+                report.signatures_checked += len(kept)
             if self.on_progress is not None:
                 self.on_progress(len(rows))
             after = (rows[-1].epoch, rows[-1].kafka_offset)

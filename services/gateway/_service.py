@@ -22,6 +22,7 @@ from services.gateway._acks import AcknowledgementReader
 from services.gateway._metrics import Metrics
 from services.gateway._pipeline import Pipeline
 from services.gateway._resources import open_resources
+from services.gateway._retention import KeyForgetter
 from services.gateway._settings import (
     GatewaySettings,
     check_agency,
@@ -62,6 +63,7 @@ class GatewayService:
         self._producer: AIOKafkaProducer | None = None
         self._pipeline: Pipeline | None = None
         self._acks: AcknowledgementReader | None = None
+        self._forgetter: KeyForgetter | None = None
 
     @property
     def pipeline(self) -> Pipeline:
@@ -86,6 +88,8 @@ class GatewayService:
             bootstrap=self.bootstrap,
         )
         self._store, self._producer, self._pipeline = opened.store, opened.producer, opened.pipeline
+        self._forgetter = KeyForgetter(self._store, self.gateway.idempotency_window)
+        self._forgetter.start()
         if self.gateway.track_acknowledgements:
             assert self.bootstrap is not None  # open_resources refuses None without a producer
             self._acks = AcknowledgementReader(
@@ -114,6 +118,9 @@ class GatewayService:
         if self._acks is not None:
             await self._acks.stop()
             self._acks = None
+        if self._forgetter is not None:
+            await self._forgetter.stop()
+            self._forgetter = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None

@@ -211,9 +211,10 @@ async def test_records_a_forger_rewrote_consistently_are_caught_by_their_signatu
     for row in rechained:
         await _sql(
             sqlite_url,
-            "UPDATE audit_record SET value = :v, row_hash = :h, stored_at = :s "
+            "UPDATE audit_record SET value = :v, value_digest = :d, row_hash = :h, stored_at = :s "
             "WHERE topic = :t AND kafka_offset = :o",
             v=row.value,
+            d=row.value_digest,
             h=row.row_hash,
             s=rows[0].stored_at.replace(tzinfo=None),
             t=topic,

@@ -9,7 +9,16 @@ import pytest
 from store_contract import record
 
 from services.audit import GENESIS, AuditRecord, canonical, chain, link
-from services.audit._chain import canonical_reference, facts_of, kafka_facts, micros
+from services.audit._chain import (
+    CHAINED_FIELDS,
+    canonical_reference,
+    content_matches,
+    facts_of,
+    kafka_facts,
+    link_v1,
+    micros,
+    with_digests,
+)
 from services.audit._record import (
     clean_text,
     decode_headers,
@@ -20,9 +29,8 @@ from services.audit._record import (
 STORED_AT = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
-def test_a_known_row_hashes_to_the_documented_value() -> None:
-    # The test vector of docs/audit.md, computed by a separate implementation of the spec.
-    row = AuditRecord(
+def _known_row() -> AuditRecord:
+    return AuditRecord(
         topic="oix.LT-VSAT.incidents",
         kafka_partition=0,
         epoch=0,
@@ -43,17 +51,68 @@ def test_a_known_row_hashes_to_the_documented_value() -> None:
         stored_at=STORED_AT,
         row_hash=b"",
     )
-    encoded = canonical(row)
-    assert encoded.startswith(b"oix-audit-chain/1\n\x02\x00\x00\x00\x15oix.LT-VSAT.incidents")
-    assert link(GENESIS, row) == hashlib.sha256(GENESIS + encoded).digest()
-    assert link(GENESIS, row).hex() == (
+
+
+def test_a_known_row_hashes_to_the_documented_value_in_chain_version_1() -> None:
+    # The version 1 vector (before retention): re-chaining verifies old rows with it.
+    assert link_v1(GENESIS, _known_row()).hex() == (
         "bea8bee34bf21920b26afc1989cc3a45420631ba9d7d0c40f13ac4fc7217bd77"
     )
 
 
-@pytest.mark.parametrize("field", [f for f in AuditRecord._fields if f != "row_hash"])
-def test_every_column_is_covered(field: str) -> None:
-    row = record(1)._replace(stored_at=STORED_AT)
+def _text(text: str) -> bytes:
+    data = text.encode()
+    return b"\x02" + len(data).to_bytes(4, "big") + data
+
+
+def _blob(data: bytes) -> bytes:
+    return b"\x03" + len(data).to_bytes(4, "big") + data
+
+
+def _int(number: int, tag: bytes = b"\x01") -> bytes:
+    return tag + number.to_bytes(8, "big", signed=True)
+
+
+def test_a_known_row_hashes_to_the_documented_value() -> None:
+    # The test vector of docs/audit.md, encoded here by hand from the specification.
+    row = with_digests(_known_row())
+    value_digest = hashlib.sha256(b"\xc3\x01value").digest()
+    opened = hashlib.sha256(b"oix-audit-opened/1\n" + _text('{"a":1}') + b"\x00").digest()
+    spec = b"".join(
+        [
+            b"oix-audit-chain/2\n",
+            _text("oix.LT-VSAT.incidents"),
+            _int(0),
+            _int(0),
+            _int(0),
+            _int(1772366400000),
+            _int(0),
+            _blob(b"INC-1"),
+            _text('[{"name":"oix-message-id","text":"m-1"}]'),
+            _blob(value_digest),
+            b"\x00",
+            _text("m-1"),
+            _text("LT-VSAT"),
+            _text("IncidentReport"),
+            _text("valid"),
+            _text(""),
+            _blob(opened),
+            b"\x00",
+            _int(1772366400123456, b"\x04"),
+        ],
+    )
+    assert canonical(row) == spec
+    assert link(GENESIS, row) == hashlib.sha256(GENESIS + spec).digest()
+    assert link(GENESIS, row).hex() == VECTOR_V2
+
+
+VECTOR_V2 = "145f5a2b99dca8b1c60b457a37e83db2903b53cacd9c3238a68c1aeb2aa0d4c7"
+"""Pinned in docs/audit.md."""
+
+
+@pytest.mark.parametrize("field", CHAINED_FIELDS)
+def test_every_chained_column_is_covered(field: str) -> None:
+    row = with_digests(record(1)._replace(stored_at=STORED_AT, retain_until=5))
     value = getattr(row, field)
     if isinstance(value, bool) or value is None:
         changed = "x"
@@ -69,6 +128,28 @@ def test_every_column_is_covered(field: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("field", "changed"), [("value", b"other"), ("decoded", "{}"), ("decode_error", "x")]
+)
+def test_content_is_covered_through_its_digests(field: str, changed: object) -> None:
+    row = with_digests(record(1)._replace(stored_at=STORED_AT))
+    altered = row._replace(**{field: changed})
+    assert link(GENESIS, row) == link(GENESIS, altered)  # the chain alone cannot see it...
+    assert content_matches(row)
+    assert not content_matches(altered)  # ...the digest check does
+    assert link(GENESIS, row) != link(GENESIS, with_digests(altered))
+
+
+def test_purging_the_content_keeps_the_link() -> None:
+    row = with_digests(record(1)._replace(stored_at=STORED_AT))
+    purged = row._replace(
+        value=None, decoded=None, decode_error=None, purged_at=STORED_AT, purge_id="p"
+    )
+    assert link(GENESIS, purged) == link(GENESIS, row)
+    assert content_matches(purged)
+    assert link(GENESIS, purged._replace(value_digest=bytes(32))) != link(GENESIS, row)
+
+
+@pytest.mark.parametrize(
     "row",
     [
         record(1)._replace(stored_at=STORED_AT),
@@ -79,15 +160,15 @@ def test_every_column_is_covered(field: str) -> None:
 def test_the_fast_encoding_is_the_specified_one(row: AuditRecord) -> None:
     assert canonical(row) == canonical_reference(row)
     assert chain([row], {(row.topic, 0): GENESIS}, STORED_AT).records[0].row_hash == link(
-        GENESIS, row._replace(stored_at=STORED_AT)
+        GENESIS, with_digests(row)._replace(stored_at=STORED_AT)
     )
 
 
 def test_none_empty_text_and_bytes_are_told_apart() -> None:
     row = record(1)
-    hashes = {link(GENESIS, row._replace(record_key=key)) for key in (None, b"", b"k")} | {
-        link(GENESIS, row._replace(decode_error=text)) for text in ("", "k")
-    }
+    hashes = {
+        link(GENESIS, with_digests(row._replace(record_key=key))) for key in (None, b"", b"k")
+    } | {link(GENESIS, with_digests(row._replace(decode_error=text))) for text in ("", "k")}
     assert len(hashes) == 5
 
 
@@ -119,11 +200,12 @@ def test_headers_survive_exactly_text_or_not() -> None:
 
 
 def test_facts_of_a_stored_record_match_the_broker_record() -> None:
-    row = record(4)
+    row = with_digests(record(4))
     assert facts_of(row) == kafka_facts(
         row.kafka_timestamp, row.timestamp_type, row.record_key, row.headers, row.value
     )
-    assert facts_of(row) != facts_of(row._replace(value=b"other"))
+    assert facts_of(row) != facts_of(with_digests(row._replace(value=b"other")))
+    assert facts_of(row) == facts_of(row._replace(value=None, purged_at=STORED_AT))
 
 
 def test_text_every_store_accepts() -> None:
