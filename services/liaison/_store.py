@@ -142,6 +142,40 @@ class WriteBatch:
     """The stored position each partition's batch was read from (None: no row)."""
 
 
+class Row(dict[str, Any]):
+    """A row written, as a dict whose columns also read as attributes (as a result row's do)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+@dataclass(slots=True)
+class Logged:
+    """One change of the log as its batch committed it, for the live streams.
+
+    ``found`` is shared by the batch's changes: its rows by key, as the
+    stream would read them after the commit (``events`` by (originator,
+    event id), ``messages`` by (originator, message id), ``alerts`` by id).
+    """
+
+    change: Row
+    found: dict[str, dict[Any, Row]]
+    text: str | None = None
+    """The SSE text once a stream rendered it (None: not for this agency's officers)."""
+    rendered: bool = False
+
+    @property
+    def seq(self) -> int:
+        """The change's seq."""
+        seq: int = self.change["seq"]
+        return seq
+
+
 @dataclass(slots=True)
 class Written:
     """What a committed batch did."""
@@ -151,6 +185,8 @@ class Written:
     alerts: list[AlertDraft] = field(default_factory=list)
     deliveries: int = 0
     last_seq: int = 0
+    changes: list[Logged] = field(default_factory=list)
+    """The batch's changes with their rows (the live streams send them without a query)."""
 
 
 def classify(error: BaseException) -> StoreError:
@@ -859,9 +895,28 @@ class _BatchWriter:
             statement = self.store._insert()(outbox).on_conflict_do_nothing()  # noqa: SLF001  # the store's own writer
             yield statement, outbox_rows
         written.deliveries = len(outbox_rows)
+        written.changes = self._logged(message_rows, alert_rows)
         last[0] = seq
         written.last_seq = seq
         return written
+
+    def _logged(
+        self, message_rows: list[dict[str, Any]], alert_rows: list[dict[str, Any]]
+    ) -> list[Logged]:
+        """The batch's changes with the rows the store now holds for them."""
+        if not self.change_rows:
+            return []
+        by_message = {(r["originator"], r["message_id"]): Row(r) for r in message_rows}
+        for mark in self.marks:
+            row = by_message.get((mark["b_originator"], mark["b_message_id"]))
+            if row is not None:
+                row.update({k: v for k, v in mark.items() if not k.startswith("b_")})
+        found: dict[str, dict[Any, Row]] = {
+            "events": {e.key: Row(_event_row(self.agency, e)) for e in self.touched.values()},
+            "messages": by_message,
+            "alerts": {r["alert_id"]: Row(r) for r in alert_rows},
+        }
+        return [Logged(Row(change), found) for change in self.change_rows]
 
     def _fresh(self, reports: list[Incoming], written: Written) -> Steps[list[Incoming]]:
         """The reports not stored yet (nor earlier in the batch); duplicates counted.

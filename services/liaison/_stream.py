@@ -5,6 +5,12 @@ concerns (the event, the report, the alert). A client that reconnects with
 ``Last-Event-ID`` gets every change after it: seq order is commit order
 (see :mod:`._store`). New changes are noticed at once when this process
 wrote them, and within ``OIX_LIAISON_STREAM_POLL_MS`` when another replica did.
+
+The changes the consumer just committed come from the write path itself
+(:class:`~services.liaison._signal.ChangeSignal`), each rendered once for
+every stream: the state their batch committed, with no query. Anything else
+(a client resuming further back, changes written another way) is read from
+the store.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import sqlalchemy as sa
 
 from services.liaison._handling import visible_to
 from services.liaison._models import iso
-from services.liaison._store import now_ms
+from services.liaison._store import Logged, now_ms
 from services.liaison._tables import alerts, events, messages
 from services.liaison._views import alert_of, event_summary, report_summary, split_list
 
@@ -43,8 +49,16 @@ async def stream_events(
     to the connection for many changes.
     """
     views = service.views
+    signal = service.signal
     poll_s = service.liaison.stream_poll_ms / 1000
     while not service.draining:
+        recent = signal.since(after, _CHUNK)
+        if recent:
+            after = recent[-1].seq
+            text = "".join(_pushed(entry, partners, types) for entry in recent)
+            if text:
+                yield text
+            continue
         rows = await views.changes(agency, after, _CHUNK)
         if not rows:
             await service.signal.wait(poll_s)
@@ -62,6 +76,20 @@ async def stream_events(
                 chunk.append(f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n")
         if chunk:
             yield "".join(chunk)
+
+
+def _pushed(entry: Logged, partners: Collection[str], types: Collection[str]) -> str:
+    """One committed change as SSE text for this stream's filters (rendered once for all)."""
+    row = entry.change
+    if partners and row.originator not in partners:
+        return ""
+    if types and row.report_type not in types:
+        return ""
+    if not entry.rendered:
+        data = _data(row, entry.found)
+        entry.text = None if data is None else f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n"
+        entry.rendered = True
+    return entry.text or ""
 
 
 async def _load(service: LiaisonService, agency: str, rows: list[Any]) -> dict[str, Any]:
