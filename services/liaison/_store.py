@@ -154,17 +154,47 @@ class Row(dict[str, Any]):
             raise AttributeError(name) from None
 
 
+class BatchRows:
+    """The rows one batch wrote, shared by its changes; looked up only if a stream sends them."""
+
+    def __init__(
+        self,
+        messages: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+        alerts: list[dict[str, Any]],
+        marks: list[dict[str, Any]],
+    ) -> None:
+        self._rows = (messages, events, alerts, marks)
+        self._found: dict[str, dict[Any, Row]] | None = None
+
+    @property
+    def found(self) -> dict[str, dict[Any, Row]]:
+        """The rows by key, as a stream would read them after the commit.
+
+        ``events`` by (originator, event id), ``messages`` by (originator,
+        message id), ``alerts`` by alert id.
+        """
+        if self._found is None:
+            messages, events, alerts, marks = self._rows
+            by_message = {(r["originator"], r["message_id"]): Row(r) for r in messages}
+            for mark in marks:
+                row = by_message.get((mark["b_originator"], mark["b_message_id"]))
+                if row is not None:
+                    row.update({k: v for k, v in mark.items() if not k.startswith("b_")})
+            self._found = {
+                "events": {(r["originator"], r["event_id"]): Row(r) for r in events},
+                "messages": by_message,
+                "alerts": {r["alert_id"]: Row(r) for r in alerts},
+            }
+        return self._found
+
+
 @dataclass(slots=True)
 class Logged:
-    """One change of the log as its batch committed it, for the live streams.
+    """One change of the log as its batch committed it, for the live streams."""
 
-    ``found`` is shared by the batch's changes: its rows by key, as the
-    stream would read them after the commit (``events`` by (originator,
-    event id), ``messages`` by (originator, message id), ``alerts`` by id).
-    """
-
-    change: Row
-    found: dict[str, dict[Any, Row]]
+    change: dict[str, Any]
+    rows: BatchRows
     text: str | None = None
     """The SSE text once a stream rendered it (None: not for this agency's officers)."""
     rendered: bool = False
@@ -795,6 +825,7 @@ class _BatchWriter:
         self.change_rows: list[dict[str, Any]] = []
         self.marks: list[dict[str, Any]] = []
         self.conflicts: list[AlertDraft] = []
+        self.event_rows: list[dict[str, Any]] = []
 
     def _chunks(self, values: Sequence[str]) -> Iterable[Sequence[str]]:
         # SQLite bounds the parameters of a statement; an array is one parameter.
@@ -904,19 +935,8 @@ class _BatchWriter:
         self, message_rows: list[dict[str, Any]], alert_rows: list[dict[str, Any]]
     ) -> list[Logged]:
         """The batch's changes with the rows the store now holds for them."""
-        if not self.change_rows:
-            return []
-        by_message = {(r["originator"], r["message_id"]): Row(r) for r in message_rows}
-        for mark in self.marks:
-            row = by_message.get((mark["b_originator"], mark["b_message_id"]))
-            if row is not None:
-                row.update({k: v for k, v in mark.items() if not k.startswith("b_")})
-        found: dict[str, dict[Any, Row]] = {
-            "events": {e.key: Row(_event_row(self.agency, e)) for e in self.touched.values()},
-            "messages": by_message,
-            "alerts": {r["alert_id"]: Row(r) for r in alert_rows},
-        }
-        return [Logged(Row(change), found) for change in self.change_rows]
+        rows = BatchRows(message_rows, self.event_rows, alert_rows, self.marks)
+        return [Logged(change, rows) for change in self.change_rows]
 
     def _fresh(self, reports: list[Incoming], written: Written) -> Steps[list[Incoming]]:
         """The reports not stored yet (nor earlier in the batch); duplicates counted.
@@ -1045,8 +1065,15 @@ class _BatchWriter:
         self.marks.append({"b_originator": originator, "b_message_id": message_id, **values})
 
     def _save_events(self) -> Steps[None]:
-        new = [_event_row(self.agency, e) for e in self.touched.values() if not e.stored]
-        old = [_event_row(self.agency, e) for e in self.touched.values() if e.stored]
+        self.event_rows = [_event_row(self.agency, e) for e in self.touched.values()]
+        new = [
+            row
+            for row, e in zip(self.event_rows, self.touched.values(), strict=True)
+            if not e.stored
+        ]
+        old = [
+            row for row, e in zip(self.event_rows, self.touched.values(), strict=True) if e.stored
+        ]
         if new:
             yield from _bulk_insert(self.store.dialect, events, new)
         if old:

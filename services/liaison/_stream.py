@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from services.liaison._handling import visible_to
 from services.liaison._models import iso
-from services.liaison._store import Logged, now_ms
+from services.liaison._store import Logged, Row, now_ms
 from services.liaison._tables import alerts, events, messages
 from services.liaison._views import alert_of, event_summary, report_summary, split_list
 
@@ -80,13 +80,14 @@ async def stream_events(
 
 def _pushed(entry: Logged, partners: Collection[str], types: Collection[str]) -> str:
     """One committed change as SSE text for this stream's filters (rendered once for all)."""
-    row = entry.change
-    if partners and row.originator not in partners:
+    change = entry.change
+    if partners and change["originator"] not in partners:
         return ""
-    if types and row.report_type not in types:
+    if types and change["report_type"] not in types:
         return ""
     if not entry.rendered:
-        data = _data(row, entry.found)
+        row = Row(change)
+        data = _data(row, entry.rows.found)
         entry.text = None if data is None else f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n"
         entry.rendered = True
     return entry.text or ""
