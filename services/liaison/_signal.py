@@ -10,7 +10,6 @@ replica) are not here; a stream that meets the gap reads the store.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Iterable
 
@@ -28,15 +27,29 @@ class ChangeSignal:
         self._keep = keep
         self._recent: dict[int, Logged] = {}
         self._order: deque[int] = deque()
+        self.generation = 0
+        """Counts the calls of :meth:`changed`: a waiter that read it before looking for
+        changes misses none that came meanwhile."""
+        self.last_seq = 0
+        """The last seq handed over with its change."""
+        self.foreign = 0
+        """Counts changes written another way (announced without them): read the store."""
 
     def changed(self, logged: Iterable[Logged] = ()) -> None:
         """The store committed something new (``logged``: those changes, in seq order)."""
         recent, order = self._recent, self._order
+        handed = False
         for entry in logged:
-            recent[entry.seq] = entry
-            order.append(entry.seq)
+            handed = True
+            if self._keep:
+                recent[entry.seq] = entry
+                order.append(entry.seq)
+            self.last_seq = max(self.last_seq, entry.seq)
+        if not handed:
+            self.foreign += 1
         while len(order) > self._keep:
             recent.pop(order.popleft(), None)
+        self.generation += 1
         event, self._event = self._event, asyncio.Event()
         event.set()
 
@@ -53,7 +66,16 @@ class ChangeSignal:
             seq += 1
         return found
 
-    async def wait(self, timeout: float) -> None:
-        """Return at the next change, or after ``timeout`` seconds (changes by other replicas)."""
-        with contextlib.suppress(TimeoutError):
+    async def wait(self, timeout: float, seen: int | None = None) -> bool:
+        """Return at the next change, or after ``timeout`` seconds (changes by other replicas).
+
+        With ``seen`` (a :attr:`generation` read earlier), return at once if a change came
+        since. True when woken by a change.
+        """
+        if seen is not None and seen != self.generation:
+            return True
+        try:
             await asyncio.wait_for(self._event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

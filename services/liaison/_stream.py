@@ -48,34 +48,54 @@ async def stream_events(
     One chunk holds every message of one read of the change log: one write
     to the connection for many changes.
     """
-    views = service.views
     signal = service.signal
     poll_s = service.liaison.stream_poll_ms / 1000
+    read_foreign = -1  # the store is read first
     while not service.draining:
+        generation = signal.generation
         recent = signal.since(after, _CHUNK)
         if recent:
             after = recent[-1].seq
             text = "".join(_pushed(entry, partners, types) for entry in recent)
-            if text:
-                yield text
+        elif after >= signal.last_seq and read_foreign == signal.foreign:
+            # Caught up with what was handed over, and nothing written another way since
+            # the store was read: wait, and read the store again after a quiet poll.
+            if not await signal.wait(poll_s, generation):
+                read_foreign = -1
             continue
-        rows = await views.changes(agency, after, _CHUNK)
-        if not rows:
-            await service.signal.wait(poll_s)
+        else:
+            read_foreign = signal.foreign
+            before = after
+            after, text = await _read(service, agency, after, partners, types)
+            if after == before and not await signal.wait(poll_s, generation):
+                read_foreign = -1
+        if text:
+            yield text
+
+
+async def _read(
+    service: LiaisonService,
+    agency: str,
+    after: int,
+    partners: Collection[str],
+    types: Collection[str],
+) -> tuple[int, str]:
+    """The changes after ``after`` read from the store: the last seq read, and their SSE text."""
+    rows = await service.views.changes(agency, after, _CHUNK)
+    if not rows:
+        return after, ""
+    found = await _load(service, agency, rows)
+    chunk = []
+    for row in rows:
+        after = row.seq
+        if partners and row.originator not in partners:
             continue
-        found = await _load(service, agency, rows)
-        chunk = []
-        for row in rows:
-            after = row.seq
-            if partners and row.originator not in partners:
-                continue
-            if types and row.report_type not in types:
-                continue
-            data = _data(row, found)
-            if data is not None:
-                chunk.append(f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n")
-        if chunk:
-            yield "".join(chunk)
+        if types and row.report_type not in types:
+            continue
+        data = _data(row, found)
+        if data is not None:
+            chunk.append(f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n")
+    return after, "".join(chunk)
 
 
 def _pushed(entry: Logged, partners: Collection[str], types: Collection[str]) -> str:
