@@ -935,6 +935,9 @@ class _BatchWriter:
         self, message_rows: list[dict[str, Any]], alert_rows: list[dict[str, Any]]
     ) -> list[Logged]:
         """The batch's changes with the rows the store now holds for them."""
+        for row in message_rows:
+            # Inserted already; the streams never send it, and kept changes hold these rows.
+            del row["content"]
         rows = BatchRows(message_rows, self.event_rows, alert_rows, self.marks)
         return [Logged(change, rows) for change in self.change_rows]
 
