@@ -67,7 +67,7 @@ class LiaisonService:
             else None
         )
         self.metrics = LiaisonMetrics()
-        self.signal = ChangeSignal()
+        self.signal = ChangeSignal(liaison.stream_keep)
         self.draining = False
         self._store: LiaisonStore | None = None
         self._consumer: LiaisonConsumer | None = None
@@ -159,7 +159,7 @@ class LiaisonService:
 
     def _committed(self, written: Written) -> None:
         if written.stored or written.alerts or written.deliveries:
-            self.signal.changed()
+            self.signal.changed(written.changes)
 
     @property
     def failure(self) -> BaseException | None:

@@ -101,6 +101,13 @@ class LiaisonSettings(BaseSettings):
         ge=10,
         description="How often the live stream looks for changes written by other replicas.",
     )
+    stream_keep: int = Field(
+        default=4096,
+        ge=0,
+        le=1_000_000,
+        description="Changes this replica committed that it keeps in memory for the live "
+        "streams (sent without reading the store); 0: every stream reads the store.",
+    )
 
     @field_validator("database_url", "gateway_url")
     @classmethod

@@ -14,11 +14,15 @@ a live stream resuming after ``seq`` misses nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from functools import cache
+from operator import itemgetter
+from typing import Any, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]  # no stubs; errors only
 import sqlalchemy as sa
@@ -27,7 +31,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.bus import Position
-from services.liaison._engine import create_engine, is_sqlite
+from services.liaison._engine import create_engine, create_sqlite_writer, is_sqlite
 from services.liaison._errors import StoreConflictError, StoreError, StoreUnavailableError
 from services.liaison._events import (
     WITHDRAWN,
@@ -63,6 +67,19 @@ _O = outbox.c
 _G = outgoing.c
 _S = sessions.c
 _IN_CHUNK = 500
+T = TypeVar("T")
+
+Step = tuple[Any, Any]
+"""A statement and its parameters (a list of rows: executed for each; None: once).
+
+A ``str`` statement is the driver's own SQL (see :func:`_bulk_insert`)."""
+Steps = Generator[Step, Sequence[Any], T]
+"""Work on one transaction, as the statements it runs: each gets back its rows.
+
+The consumer's write is written once this way and run by either driver:
+:func:`_run` on an async connection (PostgreSQL), or whole in the writer
+thread of a SQLite store (:class:`_SqliteWriter`).
+"""
 
 
 def now_ms() -> int:
@@ -125,6 +142,70 @@ class WriteBatch:
     """The stored position each partition's batch was read from (None: no row)."""
 
 
+class Row(dict[str, Any]):
+    """A row written, as a dict whose columns also read as attributes (as a result row's do)."""
+
+    __slots__ = ()
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class BatchRows:
+    """The rows one batch wrote, shared by its changes; looked up only if a stream sends them."""
+
+    def __init__(
+        self,
+        messages: list[dict[str, Any]],
+        events: list[dict[str, Any]],
+        alerts: list[dict[str, Any]],
+        marks: list[dict[str, Any]],
+    ) -> None:
+        self._rows = (messages, events, alerts, marks)
+        self._found: dict[str, dict[Any, Row]] | None = None
+
+    @property
+    def found(self) -> dict[str, dict[Any, Row]]:
+        """The rows by key, as a stream would read them after the commit.
+
+        ``events`` by (originator, event id), ``messages`` by (originator,
+        message id), ``alerts`` by alert id.
+        """
+        if self._found is None:
+            messages, events, alerts, marks = self._rows
+            by_message = {(r["originator"], r["message_id"]): Row(r) for r in messages}
+            for mark in marks:
+                row = by_message.get((mark["b_originator"], mark["b_message_id"]))
+                if row is not None:
+                    row.update({k: v for k, v in mark.items() if not k.startswith("b_")})
+            self._found = {
+                "events": {(r["originator"], r["event_id"]): Row(r) for r in events},
+                "messages": by_message,
+                "alerts": {r["alert_id"]: Row(r) for r in alerts},
+            }
+        return self._found
+
+
+@dataclass(slots=True)
+class Logged:
+    """One change of the log as its batch committed it, for the live streams."""
+
+    change: dict[str, Any]
+    rows: BatchRows
+    text: str | None = None
+    """The SSE text once a stream rendered it (None: not for this agency's officers)."""
+    rendered: bool = False
+
+    @property
+    def seq(self) -> int:
+        """The change's seq."""
+        seq: int = self.change["seq"]
+        return seq
+
+
 @dataclass(slots=True)
 class Written:
     """What a committed batch did."""
@@ -134,6 +215,8 @@ class Written:
     alerts: list[AlertDraft] = field(default_factory=list)
     deliveries: int = 0
     last_seq: int = 0
+    changes: list[Logged] = field(default_factory=list)
+    """The batch's changes with their rows (the live streams send them without a query)."""
 
 
 def classify(error: BaseException) -> StoreError:
@@ -159,9 +242,101 @@ DRIVER_ERRORS = (
 )
 
 
-def _chunks(values: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(values), _IN_CHUNK):
-        yield values[start : start + _IN_CHUNK]
+async def _run(connection: AsyncConnection, steps: Steps[T]) -> T:
+    """Run ``steps`` on an async connection, statement by statement."""
+    try:
+        statement, params = next(steps)
+        while True:
+            result = await (
+                connection.exec_driver_sql(statement, params)
+                if isinstance(statement, str)
+                else connection.execute(statement, params)
+            )
+            statement, params = steps.send(result.all() if result.returns_rows else [])
+    except StopIteration as done:
+        value: T = done.value
+        return value
+
+
+def _run_blocking(connection: sa.Connection, steps: Steps[T]) -> T:
+    """Run ``steps`` on a blocking connection (in a thread of its own)."""
+    try:
+        statement, params = next(steps)
+        while True:
+            result = (
+                connection.exec_driver_sql(statement, params)
+                if isinstance(statement, str)
+                else connection.execute(statement, params)
+            )
+            statement, params = steps.send(result.all() if result.returns_rows else [])
+    except StopIteration as done:
+        value: T = done.value
+        return value
+
+
+def _save_cursor(agency: str, last_seq: int) -> Steps[None]:
+    yield sa.update(cursors).where(cursors.c.agency == agency).values(last_seq=last_seq), None
+
+
+class _SqliteWriter:
+    """Runs a SQLite store's batch transactions whole, one at a time, in one thread.
+
+    One hop to the thread per batch instead of several per statement
+    (aiosqlite): the event loop stays free for fetching and the live streams,
+    and the write lock is held for the statements only.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._engine = create_sqlite_writer(url)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="oix-liaison-writer")
+
+    async def run(self, steps: Steps[T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._thread, self._transaction, steps)
+
+    def _transaction(self, steps: Steps[T]) -> T:
+        with self._engine.begin() as connection:
+            return _run_blocking(connection, steps)
+
+    async def close(self) -> None:
+        # After the transaction in progress, if any: the thread takes work in order.
+        await asyncio.get_running_loop().run_in_executor(self._thread, self._engine.dispose)
+        self._thread.shutdown(wait=True)
+
+
+def _chunks(values: Sequence[str], size: int = _IN_CHUNK) -> Iterable[Sequence[str]]:
+    for start in range(0, len(values), size):
+        yield values[start : start + size]
+
+
+@cache
+def _bulk_sql(dialect: str, table: sa.Table) -> tuple[str, Callable[[Any], tuple[Any, ...]]]:
+    names = [c.name for c in table.columns]
+    if dialect == "postgresql":
+        marks = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    else:
+        marks = ", ".join("?" * len(names))
+    # Names from this module's own tables; every value is a parameter.
+    sql = f"INSERT INTO {table.name} ({', '.join(names)}) VALUES ({marks})"  # noqa: S608
+    return sql, itemgetter(*names)
+
+
+def _bulk_insert(dialect: str, table: sa.Table, rows: list[dict[str, Any]]) -> Steps[None]:
+    """Insert ``rows`` (every column of ``table``): one executemany of tuples.
+
+    It skips SQLAlchemy's per-row parameter processing, which cost as much
+    as the database's own work (asyncpg pipelines the rows; sqlite3 binds
+    them in C).
+    """
+    sql, values = _bulk_sql(dialect, table)
+    yield sql, [values(row) for row in rows]
+
+
+def _among(dialect: str, column: sa.ColumnElement[Any], values: Sequence[str]) -> Any:
+    """``column IN values``; on PostgreSQL ``= ANY(array)``: one statement to prepare, any size."""
+    if dialect == "postgresql":
+        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.Text)))
+    return column.in_(values)
 
 
 def _event_row(agency: str, event: EventState) -> dict[str, Any]:
@@ -221,6 +396,7 @@ class LiaisonStore:
         self.dialect = "sqlite" if is_sqlite(url) else "postgresql"
         self._engine = engine
         self._reader = reader
+        self._sqlite_writer = _SqliteWriter(url) if self.dialect == "sqlite" else None
 
     @classmethod
     async def open(cls, url: str, *, check_schema: bool = True) -> LiaisonStore:
@@ -246,6 +422,8 @@ class LiaisonStore:
 
     async def close(self) -> None:
         """Release every connection."""
+        if self._sqlite_writer is not None:
+            await self._sqlite_writer.close()
         await self._engine.dispose()
         if self._reader is not self._engine:
             await self._reader.dispose()
@@ -273,33 +451,31 @@ class LiaisonStore:
         """
         try:
             async with self._engine.begin() as connection:
-                last = await self._lock(connection, agency)
+                last = await _run(connection, self._lock(agency))
                 holder = [last]
                 yield connection, holder
                 if holder[0] != last:
-                    await connection.execute(
-                        sa.update(cursors)
-                        .where(cursors.c.agency == agency)
-                        .values(last_seq=holder[0])
-                    )
+                    await _run(connection, _save_cursor(agency, holder[0]))
         except DRIVER_ERRORS as exc:
             raise classify(exc) from exc
 
     def _insert(self) -> Any:
         return postgresql.insert if self.dialect == "postgresql" else sqlite.insert
 
-    async def _lock(self, connection: AsyncConnection, agency: str) -> int:
+    def _lock(self, agency: str) -> Steps[int]:
         query = sa.select(cursors.c.last_seq).where(cursors.c.agency == agency)
         if self.dialect == "postgresql":
             query = query.with_for_update()
-        last = (await connection.execute(query)).scalar()
-        if last is not None:
-            return int(last)
+        rows = yield query, None
+        if rows:
+            return int(rows[0].last_seq)
         # The agency's first write: its cursor row, then its lock (another writer may race).
-        await connection.execute(
-            self._insert()(cursors).values(agency=agency, last_seq=0).on_conflict_do_nothing()
+        yield (
+            self._insert()(cursors).values(agency=agency, last_seq=0).on_conflict_do_nothing(),
+            None,
         )
-        return int((await connection.execute(query)).scalar_one())
+        rows = yield query, None
+        return int(rows[0].last_seq)
 
     # -- the consumer's side ---------------------------------------------------------------
 
@@ -331,25 +507,38 @@ class LiaisonStore:
             StoreUnavailableError: the database cannot be reached (retry).
             StoreError: the database refused (permissions, schema).
         """
-        async with self.writing(agency) as (connection, last):
-            await self._check_positions(connection, agency, batch.expected)
-            written = await _BatchWriter(self, connection, agency, deliveries).write(batch, last)
-            await self._save_positions(connection, agency, batch.positions)
+        steps = self._write_steps(agency, batch, deliveries)
+        try:
+            if self._sqlite_writer is not None:
+                return await self._sqlite_writer.run(steps)
+            async with self._engine.begin() as connection:
+                return await _run(connection, steps)
+        except DRIVER_ERRORS as exc:
+            raise classify(exc) from exc
+
+    def _write_steps(
+        self, agency: str, batch: WriteBatch, deliveries: Deliveries
+    ) -> Steps[Written]:
+        last = yield from self._lock(agency)
+        yield from self._check_positions(agency, batch.expected)
+        holder = [last]
+        written = yield from _BatchWriter(self, agency, deliveries).write(batch, holder)
+        yield from self._save_positions(agency, batch.positions)
+        if holder[0] != last:
+            yield from _save_cursor(agency, holder[0])
         return written
 
-    async def _check_positions(
-        self,
-        connection: AsyncConnection,
-        agency: str,
-        expected: Mapping[Partition, Position | None],
-    ) -> None:
+    def _check_positions(
+        self, agency: str, expected: Mapping[Partition, Position | None]
+    ) -> Steps[None]:
         if not expected:
             return
-        rows = await connection.execute(
+        rows = yield (
             sa.select(positions).where(
                 positions.c.agency == agency,
                 positions.c.topic.in_(sorted({t for t, _ in expected})),
-            )
+            ),
+            None,
         )
         stored: dict[Partition, Position] = {
             (r.topic, r.kafka_partition): Position(r.epoch, r.next_offset, r.anchor) for r in rows
@@ -361,9 +550,7 @@ class LiaisonStore:
                     "stored these records)"
                 )
 
-    async def _save_positions(
-        self, connection: AsyncConnection, agency: str, moved: Mapping[Partition, Position]
-    ) -> None:
+    def _save_positions(self, agency: str, moved: Mapping[Partition, Position]) -> Steps[None]:
         if not moved:
             return
         insert = self._insert()
@@ -387,7 +574,7 @@ class LiaisonStore:
                 "anchor": statement.excluded.anchor,
             },
         )
-        await connection.execute(statement, rows)
+        yield statement, rows
 
     # -- officers' actions -----------------------------------------------------------------
 
@@ -626,12 +813,10 @@ class _BatchWriter:
     def __init__(
         self,
         store: LiaisonStore,
-        connection: AsyncConnection,
         agency: str,
         deliveries: Deliveries,
     ) -> None:
         self.store = store
-        self.connection = connection
         self.agency = agency
         self.deliveries = deliveries
         self.known: dict[tuple[str, str], _Known] = {}
@@ -640,12 +825,24 @@ class _BatchWriter:
         self.change_rows: list[dict[str, Any]] = []
         self.marks: list[dict[str, Any]] = []
         self.conflicts: list[AlertDraft] = []
+        self.event_rows: list[dict[str, Any]] = []
 
-    async def write(self, batch: WriteBatch, last: list[int]) -> Written:
+    def _chunks(self, values: Sequence[str]) -> Iterable[Sequence[str]]:
+        # SQLite bounds the parameters of a statement; an array is one parameter.
+        return (
+            _chunks(values, len(values) or 1)
+            if self.store.dialect == "postgresql"
+            else _chunks(values)
+        )
+
+    def _among(self, column: sa.ColumnElement[Any], values: Sequence[str]) -> Any:
+        return _among(self.store.dialect, column, values)
+
+    def write(self, batch: WriteBatch, last: list[int]) -> Steps[Written]:
         agency = self.agency
         written = Written()
-        fresh = await self._fresh(batch.reports, written)
-        await self._load_references(fresh)
+        fresh = yield from self._fresh(batch.reports, written)
+        yield from self._load_references(fresh)
         resolved = []
         for incoming in fresh:
             facts = incoming.facts
@@ -655,7 +852,7 @@ class _BatchWriter:
                 None if key is None else key[1], facts.report_type
             )
             resolved.append((incoming, key))
-        await self._load_events({key for _, key in resolved if key is not None})
+        yield from self._load_events({key for _, key in resolved if key is not None})
         at = now_ms()
         seq = last[0]
         message_rows: list[dict[str, Any]] = []
@@ -696,7 +893,7 @@ class _BatchWriter:
             )
             written.stored.append((seq, incoming))
         alert_rows = []
-        fresh_alerts = await self._fresh_alerts([*batch.alerts, *self.conflicts])
+        fresh_alerts = yield from self._fresh_alerts([*batch.alerts, *self.conflicts])
         for draft in fresh_alerts:
             seq += 1
             alert_rows.append(_alert_row(agency, draft, seq, at))
@@ -714,26 +911,37 @@ class _BatchWriter:
                 }
             )
         written.alerts = fresh_alerts
-        connection = self.connection
+        dialect = self.store.dialect
         if message_rows:
-            await connection.execute(messages.insert(), message_rows)
+            yield from _bulk_insert(dialect, messages, message_rows)
         if link_rows:
-            await connection.execute(links.insert(), link_rows)
-        await self._save_events()
-        await self._save_marks()
+            yield from _bulk_insert(dialect, links, link_rows)
+        yield from self._save_events()
+        yield from self._save_marks()
         if alert_rows:
-            await connection.execute(alerts.insert(), alert_rows)
+            yield alerts.insert(), alert_rows
         if self.change_rows:
-            await connection.execute(changes.insert(), self.change_rows)
+            yield from _bulk_insert(dialect, changes, self.change_rows)
         if outbox_rows:
             statement = self.store._insert()(outbox).on_conflict_do_nothing()  # noqa: SLF001  # the store's own writer
-            await connection.execute(statement, outbox_rows)
+            yield statement, outbox_rows
         written.deliveries = len(outbox_rows)
+        written.changes = self._logged(message_rows, alert_rows)
         last[0] = seq
         written.last_seq = seq
         return written
 
-    async def _fresh(self, reports: list[Incoming], written: Written) -> list[Incoming]:
+    def _logged(
+        self, message_rows: list[dict[str, Any]], alert_rows: list[dict[str, Any]]
+    ) -> list[Logged]:
+        """The batch's changes with the rows the store now holds for them."""
+        for row in message_rows:
+            # Inserted already; the streams never send it, and kept changes hold these rows.
+            del row["content"]
+        rows = BatchRows(message_rows, self.event_rows, alert_rows, self.marks)
+        return [Logged(change, rows) for change in self.change_rows]
+
+    def _fresh(self, reports: list[Incoming], written: Written) -> Steps[list[Incoming]]:
         """The reports not stored yet (nor earlier in the batch); duplicates counted.
 
         A message id its originator used again for other content is kept as first
@@ -743,11 +951,12 @@ class _BatchWriter:
             return []
         ids = sorted({r.facts.message_id for r in reports})
         stored: dict[tuple[str, str], str] = {}
-        for chunk in _chunks(ids):
-            rows = await self.connection.execute(
+        for chunk in self._chunks(ids):
+            rows = yield (
                 sa.select(_M.originator, _M.message_id, _M.value_sha256).where(
-                    _M.agency == self.agency, _M.message_id.in_(chunk)
-                )
+                    _M.agency == self.agency, self._among(_M.message_id, chunk)
+                ),
+                None,
             )
             stored.update(((r.originator, r.message_id), r.value_sha256) for r in rows)
         fresh = []
@@ -780,7 +989,7 @@ class _BatchWriter:
                 )
         return fresh
 
-    async def _load_references(self, fresh: list[Incoming]) -> None:
+    def _load_references(self, fresh: list[Incoming]) -> Steps[None]:
         """What the batch's links point at, from the store."""
         targets = sorted(
             {
@@ -790,11 +999,12 @@ class _BatchWriter:
                 if relation in {"SUPERSEDES", "UPDATES", "CANCELS"}
             }
         )
-        for chunk in _chunks(targets):
-            rows = await self.connection.execute(
+        for chunk in self._chunks(targets):
+            rows = yield (
                 sa.select(_M.originator, _M.message_id, _M.event_id, _M.report_type).where(
-                    _M.agency == self.agency, _M.message_id.in_(chunk)
-                )
+                    _M.agency == self.agency, self._among(_M.message_id, chunk)
+                ),
+                None,
             )
             for row in rows:
                 event_id = None if row.report_type == "Acknowledgement" else row.event_id
@@ -812,18 +1022,19 @@ class _BatchWriter:
                 return (facts.originator, known.event_id)
         return (facts.originator, facts.event_id)
 
-    async def _load_events(self, keys: set[tuple[str, str]]) -> None:
+    def _load_events(self, keys: set[tuple[str, str]]) -> Steps[None]:
         by_originator: dict[str, list[str]] = {}
         for originator, event_id in keys:
             by_originator.setdefault(originator, []).append(event_id)
         for originator, ids in by_originator.items():
-            for chunk in _chunks(sorted(ids)):
-                rows = await self.connection.execute(
+            for chunk in self._chunks(sorted(ids)):
+                rows = yield (
                     sa.select(events).where(
                         _E.agency == self.agency,
                         _E.originator == originator,
-                        _E.event_id.in_(chunk),
-                    )
+                        self._among(_E.event_id, chunk),
+                    ),
+                    None,
                 )
                 for row in rows:
                     state = _state(row)
@@ -856,14 +1067,21 @@ class _BatchWriter:
     def _mark(self, originator: str, message_id: str, **values: str) -> None:
         self.marks.append({"b_originator": originator, "b_message_id": message_id, **values})
 
-    async def _save_events(self) -> None:
-        new = [_event_row(self.agency, e) for e in self.touched.values() if not e.stored]
-        old = [_event_row(self.agency, e) for e in self.touched.values() if e.stored]
+    def _save_events(self) -> Steps[None]:
+        self.event_rows = [_event_row(self.agency, e) for e in self.touched.values()]
+        new = [
+            row
+            for row, e in zip(self.event_rows, self.touched.values(), strict=True)
+            if not e.stored
+        ]
+        old = [
+            row for row, e in zip(self.event_rows, self.touched.values(), strict=True) if e.stored
+        ]
         if new:
-            await self.connection.execute(events.insert(), new)
+            yield from _bulk_insert(self.store.dialect, events, new)
         if old:
             names = [n for n in _EVENT_FIELDS if n not in {"originator", "event_id"}]
-            await self.connection.execute(
+            yield (
                 sa.update(events)
                 .where(
                     _E.agency == self.agency,
@@ -881,11 +1099,11 @@ class _BatchWriter:
                 ],
             )
 
-    async def _save_marks(self) -> None:
+    def _save_marks(self) -> Steps[None]:
         for column in ("superseded_by", "cancelled_by"):
             rows = [m for m in self.marks if column in m]
             if rows:
-                await self.connection.execute(
+                yield (
                     sa.update(messages)
                     .where(
                         _M.agency == self.agency,
@@ -903,14 +1121,17 @@ class _BatchWriter:
                     ],
                 )
 
-    async def _fresh_alerts(self, drafts: list[AlertDraft]) -> list[AlertDraft]:
+    def _fresh_alerts(self, drafts: list[AlertDraft]) -> Steps[list[AlertDraft]]:
         if not drafts:
             return []
         ids = sorted({d.alert_id for d in drafts})
         stored: set[str] = set()
-        for chunk in _chunks(ids):
-            rows = await self.connection.execute(
-                sa.select(_A.alert_id).where(_A.agency == self.agency, _A.alert_id.in_(chunk))
+        for chunk in self._chunks(ids):
+            rows = yield (
+                sa.select(_A.alert_id).where(
+                    _A.agency == self.agency, self._among(_A.alert_id, chunk)
+                ),
+                None,
             )
             stored.update(r.alert_id for r in rows)
         fresh = []

@@ -5,6 +5,12 @@ concerns (the event, the report, the alert). A client that reconnects with
 ``Last-Event-ID`` gets every change after it: seq order is commit order
 (see :mod:`._store`). New changes are noticed at once when this process
 wrote them, and within ``OIX_LIAISON_STREAM_POLL_MS`` when another replica did.
+
+The changes the consumer just committed come from the write path itself
+(:class:`~services.liaison._signal.ChangeSignal`), each rendered once for
+every stream: the state their batch committed, with no query. Anything else
+(a client resuming further back, changes written another way) is read from
+the store.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import sqlalchemy as sa
 
 from services.liaison._handling import visible_to
 from services.liaison._models import iso
-from services.liaison._store import now_ms
+from services.liaison._store import Logged, Row, now_ms
 from services.liaison._tables import alerts, events, messages
 from services.liaison._views import alert_of, event_summary, report_summary, split_list
 
@@ -42,26 +48,69 @@ async def stream_events(
     One chunk holds every message of one read of the change log: one write
     to the connection for many changes.
     """
-    views = service.views
+    signal = service.signal
     poll_s = service.liaison.stream_poll_ms / 1000
+    read_foreign = -1  # the store is read first
     while not service.draining:
-        rows = await views.changes(agency, after, _CHUNK)
-        if not rows:
-            await service.signal.wait(poll_s)
+        generation = signal.generation
+        recent = signal.since(after, _CHUNK)
+        if recent:
+            after = recent[-1].seq
+            text = "".join(_pushed(entry, partners, types) for entry in recent)
+        elif after >= signal.last_seq and read_foreign == signal.foreign:
+            # Caught up with what was handed over, and nothing written another way since
+            # the store was read: wait, and read the store again after a quiet poll.
+            if not await signal.wait(poll_s, generation):
+                read_foreign = -1
             continue
-        found = await _load(service, agency, rows)
-        chunk = []
-        for row in rows:
-            after = row.seq
-            if partners and row.originator not in partners:
-                continue
-            if types and row.report_type not in types:
-                continue
-            data = _data(row, found)
-            if data is not None:
-                chunk.append(f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n")
-        if chunk:
-            yield "".join(chunk)
+        else:
+            read_foreign = signal.foreign
+            before = after
+            after, text = await _read(service, agency, after, partners, types)
+            if after == before and not await signal.wait(poll_s, generation):
+                read_foreign = -1
+        if text:
+            yield text
+
+
+async def _read(
+    service: LiaisonService,
+    agency: str,
+    after: int,
+    partners: Collection[str],
+    types: Collection[str],
+) -> tuple[int, str]:
+    """The changes after ``after`` read from the store: the last seq read, and their SSE text."""
+    rows = await service.views.changes(agency, after, _CHUNK)
+    if not rows:
+        return after, ""
+    found = await _load(service, agency, rows)
+    chunk = []
+    for row in rows:
+        after = row.seq
+        if partners and row.originator not in partners:
+            continue
+        if types and row.report_type not in types:
+            continue
+        data = _data(row, found)
+        if data is not None:
+            chunk.append(f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n")
+    return after, "".join(chunk)
+
+
+def _pushed(entry: Logged, partners: Collection[str], types: Collection[str]) -> str:
+    """One committed change as SSE text for this stream's filters (rendered once for all)."""
+    change = entry.change
+    if partners and change["originator"] not in partners:
+        return ""
+    if types and change["report_type"] not in types:
+        return ""
+    if not entry.rendered:
+        row = Row(change)
+        data = _data(row, entry.rows.found)
+        entry.text = None if data is None else f"id: {row.seq}\nevent: {row.kind}\ndata: {data}\n\n"
+        entry.rendered = True
+    return entry.text or ""
 
 
 async def _load(service: LiaisonService, agency: str, rows: list[Any]) -> dict[str, Any]:

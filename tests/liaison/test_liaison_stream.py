@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
+import pytest
 from httpx_sse import aconnect_sse
 from liaison_support import (
     PASSWORD,
@@ -18,7 +22,7 @@ from liaison_support import (
 )
 from polling import eventually
 
-from services.bus import Exchange, Settings
+from services.bus import Cancellation, Exchange, LinkRelation, MessageLink, Settings
 from services.liaison import add_officer
 
 LT, LV = "LT-VSAT", "LV-VRS"
@@ -41,12 +45,15 @@ async def _read(
     return got
 
 
+@pytest.mark.parametrize("keep", [4096, 3, 0], ids=["pushed", "mostly-read", "read"])
 async def test_a_stream_resumed_with_last_event_id_misses_nothing_and_repeats_nothing(
-    settings: Settings, exchange: Exchange, tmp_path: Path
+    settings: Settings, exchange: Exchange, tmp_path: Path, keep: int
 ) -> None:
+    # keep: the committed changes the service hands to its streams (the rest is read).
     reports = [lt_incident(ALL_READERS) for _ in range(12)]
+    lv_settings = liaison_settings(tmp_path, LV, stream_keep=keep)
     async with (
-        running_liaison(settings, liaison_settings(tmp_path, LV), exchange) as lv,
+        running_liaison(settings, lv_settings, exchange) as lv,
         publishers(settings, exchange, [LT]) as pub,
         signed_in(lv.url, tmp_path / "officers.yaml", LV) as client,
     ):
@@ -121,3 +128,104 @@ async def test_the_consoles_files_are_served_from_the_static_directory(
         assert home.url.path == "/console/"
         assert "OIX console" in home.text
         assert (await browser.get("/console/missing.js")).status_code == 404
+
+
+def _same_anywhere(data: dict[str, Any]) -> dict[str, Any]:
+    """A stream message without what differs between two stores of the same reports."""
+    data = {k: v for k, v in data.items() if k not in {"seq", "at"}}
+    if "report" in data:
+        data["report"] = {
+            k: v for k, v in data["report"].items() if k not in {"seq", "received_at"}
+        }
+    if "event" in data:
+        data["event"] = {k: v for k, v in data["event"].items() if k != "seq"}
+    return data
+
+
+async def _follow(client: httpx.AsyncClient, into: dict[str, dict[str, Any]]) -> None:
+    """Collect the live stream's messages by message id (until cancelled)."""
+    async with aconnect_sse(client, "GET", "/v1/stream") as source:
+        async for message in source.aiter_sse():
+            if message.data:  # not the retry advice
+                data = orjson.loads(message.data)
+                into[data["report"]["message_id"]] = _same_anywhere(data)
+
+
+async def test_pushed_changes_are_what_a_stream_reading_the_store_sends(
+    settings: Settings, exchange: Exchange, tmp_path: Path
+) -> None:
+    """The same reports into two services: one streams what its writes hand over, one reads."""
+    original = lt_incident(ALL_READERS)
+    correction = original.model_copy(
+        update={
+            "header": original.header.model_copy(
+                update={
+                    "message_id": uuid.uuid4(),
+                    "event_version": 2,
+                    "links": [
+                        MessageLink(
+                            message_id=original.header.message_id,
+                            relation=LinkRelation.SUPERSEDES,
+                        )
+                    ],
+                }
+            ),
+            "persons": original.persons.model_copy(update={"total": 9}),
+        }
+    )
+    doomed = lt_incident(ALL_READERS)
+    cancellation = Cancellation.model_validate(
+        {
+            "header": {
+                "originator": LT,
+                "classification": "SENSITIVE",
+                "tlp": "AMBER",
+                "releasable_to": ALL_READERS,
+            },
+            "cancelled_message_id": str(doomed.header.message_id),
+            "reason": "ENTERED_IN_ERROR",
+        }
+    )
+    sent = [original, correction, doomed, cancellation, lt_incident(ALL_READERS)]
+    pushed_dir, read_dir = tmp_path / "pushed", tmp_path / "read"
+    pushed_settings = liaison_settings(
+        pushed_dir, LV, group_id=f"{LV}.pushed", database_url=f"sqlite:///{pushed_dir / 'l.db'}"
+    )
+    read_settings = liaison_settings(
+        read_dir,
+        LV,
+        group_id=f"{LV}.read",
+        database_url=f"sqlite:///{read_dir / 'l.db'}",
+        stream_keep=0,
+    )
+    pushed_seen: dict[str, dict[str, Any]] = {}
+    read_seen: dict[str, dict[str, Any]] = {}
+    async with (
+        running_liaison(settings, pushed_settings, exchange) as pushed,
+        running_liaison(settings, read_settings, exchange) as read,
+        publishers(settings, exchange, [LT]) as pub,
+        signed_in(pushed.url, pushed_dir / "officers.yaml", LV) as pushed_client,
+        signed_in(read.url, read_dir / "officers.yaml", LV) as read_client,
+    ):
+        await eventually(pushed.service.consumer.positioned.is_set, "pushed positioned")
+        await eventually(read.service.consumer.positioned.is_set, "read positioned")
+        followers = [
+            asyncio.create_task(_follow(pushed_client, pushed_seen)),
+            asyncio.create_task(_follow(read_client, read_seen)),
+        ]
+        try:
+            # One at a time, as a live client sees them: each sent when it is committed.
+            for item in sent:
+                await publish(pub[LT], item)
+                key = str(item.header.message_id)
+                await eventually(
+                    lambda key=key: key in pushed_seen and key in read_seen,  # type: ignore[misc]
+                    f"{key} on both streams",
+                )
+        finally:
+            for task in followers:
+                task.cancel()
+            await asyncio.gather(*followers, return_exceptions=True)
+    assert sorted(pushed_seen) == sorted(str(r.header.message_id) for r in sent)
+    assert pushed_seen == read_seen
+    assert {data["kind"] for data in pushed_seen.values()} == {"report", "withdrawn"}
