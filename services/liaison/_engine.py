@@ -33,7 +33,7 @@ def create_engine(url: str, *, writer: bool = False) -> AsyncEngine:
     """An engine for ``url``; ``writer`` engines take SQLite's write lock when they begin."""
     if not is_sqlite(url):
         return create_async_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=4)
-    _make_parent(url)
+    _private_database(url)
     engine = create_async_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
     _configure(engine.sync_engine, "BEGIN IMMEDIATE" if writer else "BEGIN")
     return engine
@@ -46,7 +46,7 @@ def create_sqlite_writer(url: str) -> Engine:
     aiosqlite each statement is several hops between the event loop and the
     driver's thread, so the batch runs whole in one thread instead (one hop).
     """
-    _make_parent(url)
+    _private_database(url)
     sync_url = make_url(url).set(drivername="sqlite")
     engine = sa_create_engine(
         sync_url,
@@ -57,7 +57,7 @@ def create_sqlite_writer(url: str) -> Engine:
     return engine
 
 
-def _make_parent(url: str) -> None:
+def _private_database(url: str) -> None:
     database = make_url(url).database
     if database and database != ":memory:":
         # What partners reported, possibly personal data: the owner's only (WAL and SHM follow).
