@@ -120,6 +120,7 @@ class GroupDelivery:
             check_every=broker_check_interval,
             recreate_topics=recreate_topics,
             on_change=metrics.broker_gate,
+            on_finding=self._found,
         )
         self._open: Group | None = None
         self._by_id: dict[str, Group] = {}
@@ -358,8 +359,7 @@ class GroupDelivery:
     def _found(self, finding: Finding) -> None:
         self.metrics.findings.labels(finding.kind).inc()
         log.warning(
-            "the broker acknowledged a report at coordinates it had given another: that "
-            "report is lost",
+            "the broker lost reports it had acknowledged",
             kind=finding.kind,
             lost_message_id=finding.lost_message_id,
             by_message_id=finding.by_message_id,
@@ -367,8 +367,9 @@ class GroupDelivery:
             partition=finding.delivery.partition,
             offset=finding.delivery.offset,
             broker_epoch=finding.broker_epoch,
+            detail=finding.detail,
         )
-        # The log was replaced under a connection that stayed open: look again.
+        # The log was replaced (under a connection that stayed open): look again.
         self.gate.close(finding.detail)
 
 

@@ -17,8 +17,10 @@ connection to a broker the gateway verified:
   allowed) a topic the broker lost, with the partitions it had, and begins a
   new *broker epoch* when the log was replaced: another cluster id, a topic
   lost or its partitions changed, or a partition that ends before an offset
-  the gateway was given. Coordinates of an earlier epoch name records the
-  broker no longer has; a retry of such a report is published again;
+  the gateway was given and holds another record (or none) where the
+  gateway's last acknowledged record below that end should be. Coordinates
+  of an earlier epoch name records the broker no longer has; a retry of such
+  a report is published again;
 - an acknowledgement is vouched for when the gate stayed open and every
   connection is the one verified; otherwise the report is answered 503 (the
   client retries with the same message id; consumers drop a duplicate).
@@ -39,12 +41,21 @@ from aiokafka.errors import KafkaError
 from aiokafka.protocol.metadata import MetadataRequest
 from aiokafka.protocol.offset import OffsetRequest
 
-from services.bus import Settings, ensure_topics, get_logger
-from services.gateway._store import Store
+from services.bus import (
+    H_MESSAGE_ID,
+    Settings,
+    consumer,
+    ensure_topics,
+    get_logger,
+    start_consumer,
+)
+from services.gateway._store import Finding, Store
 
 log = get_logger(__name__)
 LATEST = -1
 """ListOffsets timestamp meaning: the end of the log."""
+ANCHOR_WAIT = 3.0
+"""Seconds to wait for the record at an offset the broker says it holds."""
 VERIFY_EVERY = 0.5
 """Seconds between attempts to verify a broker while the gate is closed."""
 
@@ -66,6 +77,7 @@ class BrokerGate:
         check_every: float,
         recreate_topics: bool,
         on_change: Callable[[bool, int], None] = lambda _open, _epoch: None,
+        on_finding: Callable[[Finding], None] = lambda _finding: None,
     ) -> None:
         self._producer = producer
         self._store = store
@@ -74,11 +86,13 @@ class BrokerGate:
         self._check_every = check_every
         self._recreate = recreate_topics
         self._on_change = on_change
+        self._on_finding = on_finding
         self._open = False
         self._problem = "the broker has not been verified yet"
         self._generation = 0
         self._connections: dict[Any, Any] = {}
         self._written: set[str] = set()
+        self._settled: dict[tuple[str, int], int] | None = None
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -174,10 +188,23 @@ class BrokerGate:
                 for t, n in known.items()
                 if t in have and have[t] != n
             )
-            changes.extend(await self._behind(client, epoch.epoch, have))
+            written = self._store.last_offsets(epoch.epoch)
+            # Compared with what was acknowledged before the previous look: an
+            # ack can come a moment before the broker's end offset moves past it.
+            settled = written if self._settled is None else self._settled
+            self._settled = written
+            behind = await self._replaced_logs(
+                epoch.epoch, await self._behind(client, settled, have)
+            )
+            changes.extend(
+                f"{t}/{p} ends at offset {end}, before offset {settled[(t, p)]} it acknowledged"
+                for (t, p), end in sorted(behind.items())
+            )
             if changes:
+                self._settled = {}
                 self.close("the broker's log was replaced: " + "; ".join(changes))
-                self._begin(changes, cluster_id, epoch.epoch)
+                lost = {tp: o for tp, o in written.items() if tp[0] in missing or tp in behind}
+                self._begin(changes, cluster_id, epoch.epoch, lost)
             elif epoch.cluster_id is None:
                 self._store.set_cluster_id(cluster_id)
             if missing:
@@ -225,13 +252,21 @@ class BrokerGate:
         self._store.remember_topics({t: n for t, n in counts.items() if n})
         self._written.update(t for t, n in counts.items() if n)
 
-    def _begin(self, changes: list[str], cluster_id: str | None, epoch: int) -> None:
+    def _begin(
+        self,
+        changes: list[str],
+        cluster_id: str | None,
+        epoch: int,
+        lost: dict[tuple[str, int], int],
+    ) -> None:
         reason = "; ".join(changes)
         if not self._store.last_offsets(epoch):
             # Nothing was acknowledged in this epoch: no coordinates can be stale.
             self._store.set_cluster_id(cluster_id)
             return
-        begun = self._store.begin_epoch(reason, cluster_id)
+        begun, found = self._store.begin_epoch(reason, cluster_id, lost)
+        for finding in found:
+            self._on_finding(finding)
         log.warning(
             "the broker's log was replaced: a new broker epoch begins; coordinates of earlier "
             "epochs name records it no longer has, and a retry of such a report is published "
@@ -254,11 +289,13 @@ class BrokerGate:
                 topics[name] = len(partitions)
         return getattr(response, "cluster_id", None), topics
 
-    async def _behind(self, client: Any, epoch: int, have: dict[str, int]) -> list[str]:
-        """Partitions that end before an offset acknowledged in ``epoch``."""
-        last = {tp: o for tp, o in self._store.last_offsets(epoch).items() if tp[0] in have}
+    async def _behind(
+        self, client: Any, written: dict[tuple[str, int], int], have: dict[str, int]
+    ) -> dict[tuple[str, int], int]:
+        """Partitions (with their end) that end before the last offset acknowledged there."""
+        last = {tp: o for tp, o in written.items() if tp[0] in have}
         if not last:
-            return []
+            return {}
         by_leader: dict[int, dict[str, list[tuple[int, int]]]] = {}
         for topic, partition in last:
             leader = client.cluster.leader_for_partition(TopicPartition(topic, partition))
@@ -272,11 +309,58 @@ class BrokerGate:
                 for partition, error_code, *rest in partitions:
                     if error_code == 0:
                         ends[(topic, partition)] = rest[-1]
-        return [
-            f"{t}/{p} ends at offset {ends[(t, p)]}, before offset {o} it acknowledged"
-            for (t, p), o in sorted(last.items())
-            if (t, p) in ends and ends[(t, p)] <= o
-        ]
+        return {tp: ends[tp] for tp, o in last.items() if tp in ends and ends[tp] <= o}
+
+    async def _replaced_logs(
+        self, epoch: int, suspects: dict[tuple[str, int], int]
+    ) -> dict[tuple[str, int], int]:
+        """Which partitions ending before an offset acknowledged there hold another log.
+
+        An empty partition does. Otherwise the record at the highest offset the
+        gateway had acknowledged below its end must be the one acknowledged
+        there: the local broker's end offset lags acknowledgements at times, so
+        the end alone would find a replaced log where there is none.
+        """
+        replaced: dict[tuple[str, int], int] = {}
+        for (topic, partition), end in suspects.items():
+            anchor = self._store.acknowledged_below(epoch, topic, partition, end)
+            if end == 0:
+                replaced[(topic, partition)] = end
+            elif anchor is not None and self._bootstrap is not None:
+                offset, message_id = anchor
+                held = await self._message_at(self._bootstrap, topic, partition, offset)
+                if held != message_id:
+                    log.warning(
+                        "another record is where the gateway had one acknowledged",
+                        topic=topic,
+                        partition=partition,
+                        offset=offset,
+                        acknowledged=message_id,
+                        found=held,
+                    )
+                    replaced[(topic, partition)] = end
+        return replaced
+
+    async def _message_at(
+        self, bootstrap: str, topic: str, partition: int, offset: int
+    ) -> str | None:
+        """The message id of the record at (topic, partition, offset), None if none is served."""
+        reader = consumer(self._settings, bootstrap, fetch_max_wait_ms=100)
+        await start_consumer(reader, self._settings, bootstrap)
+        try:
+            tp = TopicPartition(topic, partition)
+            reader.assign([tp])
+            reader.seek(tp, offset)
+            deadline = asyncio.get_running_loop().time() + ANCHOR_WAIT
+            while asyncio.get_running_loop().time() < deadline:
+                for record in (await reader.getmany(tp, timeout_ms=200)).get(tp, []):
+                    if record.offset == offset:
+                        return dict(record.headers).get(H_MESSAGE_ID, b"").decode() or None
+                    if record.offset > offset:
+                        return None
+            return None
+        finally:
+            await reader.stop()
 
     async def _recreate_topics(self, bootstrap: str, missing: dict[str, int]) -> None:
         by_count: dict[int, list[str]] = {}

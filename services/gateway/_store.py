@@ -109,6 +109,8 @@ _PUBLISHED_COLUMNS = (
 )
 COORDINATES_REUSED = "coordinates_reused"
 """A finding: the broker acknowledged another report at coordinates it had acknowledged before."""
+LOG_LOST = "log_lost"
+"""A finding: a partition the gateway wrote to is gone, or ends before offsets it acknowledged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -347,13 +349,22 @@ class Store:
             "UPDATE published SET lost_at = ? WHERE message_id = ?",
             [(now.timestamp(), f.lost_message_id) for f in found],
         )
+        self._insert_findings(found)
+        begun = self._begin_epoch(
+            f"the broker acknowledged {len(found)} write(s) at coordinates it had acknowledged "
+            "before for other reports: its log was replaced",
+            epoch.cluster_id,
+        )
+        return found, begun
+
+    def _insert_findings(self, found: list[Finding]) -> None:
         self._db.executemany(
             'INSERT INTO findings (kind, found_at, topic, partition, "offset", broker_epoch, '
             "lost_message_id, by_message_id, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     f.kind,
-                    now.timestamp(),
+                    f.found_at.timestamp(),
                     f.delivery.topic,
                     f.delivery.partition,
                     f.delivery.offset,
@@ -365,12 +376,6 @@ class Store:
                 for f in found
             ],
         )
-        begun = self._begin_epoch(
-            f"the broker acknowledged {len(found)} write(s) at coordinates it had acknowledged "
-            "before for other reports: its log was replaced",
-            epoch.cluster_id,
-        )
-        return found, begun
 
     def release_key(self, key: str, message_id: str) -> None:
         """Forget ``key`` if it names ``message_id`` (its report is published again)."""
@@ -413,10 +418,47 @@ class Store:
         """The cluster id the current epoch's broker gave (None: not known yet)."""
         return self.broker_epoch().cluster_id
 
-    def begin_epoch(self, reason: str, cluster_id: str | None) -> int:
-        """Begin a new broker epoch; returns its number."""
+    def begin_epoch(
+        self,
+        reason: str,
+        cluster_id: str | None,
+        lost: dict[tuple[str, int], int] | None = None,
+    ) -> tuple[int, list[Finding]]:
+        """Begin a new broker epoch; its number, and a finding per partition in ``lost``.
+
+        ``lost`` holds the partitions of the ending epoch the broker no longer
+        has (or has less of), each with the last offset acknowledged there.
+        """
+        now = datetime.now(UTC)
         with self._transaction():
-            return self._begin_epoch(reason, cluster_id)
+            ending = self.broker_epoch().epoch
+            found: list[Finding] = []
+            for (topic, partition), last in sorted((lost or {}).items()):
+                row = self._db.execute(
+                    "SELECT message_id FROM coordinates WHERE broker_epoch = ? AND topic = ? "
+                    'AND partition = ? AND "offset" = ?',
+                    (ending, topic, partition, last),
+                ).fetchone()
+                last_id = row[0] if row is not None else ""
+                found.append(
+                    Finding(
+                        kind=LOG_LOST,
+                        found_at=now,
+                        delivery=Delivery(topic, partition, last),
+                        broker_epoch=ending,
+                        lost_message_id=last_id,
+                        by_message_id="",
+                        detail=(
+                            f"the broker lost {topic}/{partition} of broker epoch {ending} "
+                            f"({reason}): offsets up to {last} were acknowledged (the last for "
+                            f"{last_id}); reports there that no consumer had read are gone "
+                            "(compare the audit store's extent of that partition); a retry of "
+                            "any of them is published again"
+                        ),
+                    )
+                )
+            self._insert_findings(found)
+            return self._begin_epoch(reason, cluster_id), found
 
     def _begin_epoch(self, reason: str, cluster_id: str | None) -> int:
         epoch = self.broker_epoch().epoch + 1
@@ -460,6 +502,17 @@ class Store:
             (broker_epoch,),
         )
         return {(t, p): o for t, p, o in rows}
+
+    def acknowledged_below(
+        self, broker_epoch: int, topic: str, partition: int, end: int
+    ) -> tuple[int, str] | None:
+        """The highest (offset, message id) acknowledged in ``broker_epoch`` below ``end``."""
+        row = self._db.execute(
+            'SELECT "offset", message_id FROM coordinates WHERE broker_epoch = ? AND topic = ? '
+            'AND partition = ? AND "offset" < ? ORDER BY "offset" DESC LIMIT 1',
+            (broker_epoch, topic, partition, end),
+        ).fetchone()
+        return (row[0], row[1]) if row is not None else None
 
     def forget_keys_before(self, before: datetime) -> int:
         """Drop idempotency keys used before ``before``; returns how many."""
