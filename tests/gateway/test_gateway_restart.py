@@ -11,6 +11,7 @@ Kafka), and check what the gateway answers and what is in the log.
 from __future__ import annotations
 
 import sqlite3
+import stat
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from gateway_support import running_gateway as gateway_on
 from polling import eventually
 
 from services.bus import EmbeddedBroker, Exchange, Settings, free_port
+from services.gateway import create_token
 from services.gateway._store import SCHEMA_VERSION, Store
 
 pytestmark = pytest.mark.timeout(120)
@@ -269,3 +271,11 @@ def test_a_store_of_schema_1_is_upgraded_and_its_coordinates_indexed(tmp_path: P
         store.close()
     with sqlite3.connect(path) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+
+
+def test_a_new_token_file_is_made_in_a_private_directory(tmp_path: Path) -> None:
+    path = tmp_path / "fresh" / "secrets" / "tokens.yaml"
+    create_token(path, AGENCY, "lv-system")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
