@@ -23,7 +23,7 @@ from gateway_support import AGENCY, bearer, incident, make_gateway_settings, rea
 from gateway_support import running_gateway as gateway_on
 from polling import eventually
 
-from services.bus import EmbeddedBroker, Exchange, Settings, free_port
+from services.bus import EmbeddedBroker, Exchange, Settings, ensure_topics, free_port
 from services.gateway import create_token
 from services.gateway._store import SCHEMA_VERSION, Store
 
@@ -279,3 +279,50 @@ def test_a_new_token_file_is_made_in_a_private_directory(tmp_path: Path) -> None
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert stat.S_IMODE(path.parent.parent.stat().st_mode) == 0o700
+
+
+@pytest.mark.slow
+async def test_without_re_creation_a_lost_topic_is_named_until_it_is_provisioned(
+    settings: Settings, exchange: Exchange, tokens_file: Path, tokens: dict[str, str]
+) -> None:
+    port = free_port()
+    broker = EmbeddedBroker(port=port)
+    await broker.start()
+    gateway = make_gateway_settings(
+        tokens_file,
+        broker_check_interval=3600,
+        recreate_topics=False,
+        track_acknowledgements=False,
+    )
+    own = settings.model_copy(update={"bootstrap": broker.bootstrap})
+    try:
+        async with (
+            gateway_on(own, gateway, exchange, broker.bootstrap) as running,
+            httpx.AsyncClient(
+                base_url=running.url, headers=bearer(tokens[AGENCY]), timeout=30.0
+            ) as http,
+        ):
+            first = await _post(http, incident())
+            assert first.status_code == 201
+            topic = first.json()["topic"]
+            broker.kill()
+            broker = EmbeddedBroker(port=port)
+            await broker.start()
+            report = incident()
+            assert (await _post(http, report)).status_code == 503
+
+            async def names_the_topic() -> bool:
+                ready = await http.get("/readyz")
+                return ready.status_code == 503 and "oix provision" in ready.text
+
+            await eventually(names_the_topic, "/readyz to name the missing topic")
+            refused = await _post(http, report)
+            assert refused.status_code == 503
+            assert topic in refused.json()["detail"]
+            assert "oix provision" in refused.json()["detail"]
+            await ensure_topics(own, broker.bootstrap, [topic], 4)
+            accepted = await eventually(lambda: _accepted(http, report), timeout=30.0)
+            held = await _at_coordinates(broker.bootstrap, exchange, [accepted])
+            assert held == {_where(accepted): report["header"]["message_id"]}
+    finally:
+        await broker.stop()
