@@ -183,10 +183,12 @@ class BrokerGate:
             missing = {t: n for t, n in known.items() if t not in have}
             if missing:
                 changes.append(f"the broker lost the topics {', '.join(sorted(missing))}")
+            # Fewer partitions is another topic; more is one grown (or a count first
+            # learnt: a store of schema 1 knew only the partitions written to).
             changes.extend(
                 f"{t} has {have[t]} partitions, had {n}"
                 for t, n in known.items()
-                if t in have and have[t] != n
+                if t in have and have[t] < n
             )
             written = self._store.last_offsets(epoch.epoch)
             # Compared with what was acknowledged before the previous look: an
