@@ -285,15 +285,25 @@ class Store:
             if item.idempotency_key is not None
         ]
         with self._transaction():
-            found, epoch = self._reused(records)
-            coordinates = [
-                (epoch, d.topic, d.partition, d.offset, item.accepted.message_id)
-                for item in records
-                for d in item.accepted.deliveries
-            ]
+            epoch = self.broker_epoch().epoch
+            coordinates = _coordinates(records, epoch)
+            before = self._db.total_changes
             self._db.executemany(
-                "INSERT OR REPLACE INTO coordinates VALUES (?, ?, ?, ?, ?)", coordinates
+                "INSERT OR IGNORE INTO coordinates VALUES (?, ?, ?, ?, ?)", coordinates
             )
+            found: list[Finding] = []
+            if self._db.total_changes - before != len(coordinates):
+                # Some coordinates were held already (rare): by whom, one by one.
+                self._db.executemany(
+                    "DELETE FROM coordinates WHERE broker_epoch = ? AND topic = ? "
+                    'AND partition = ? AND "offset" = ? AND message_id = ?',
+                    coordinates,
+                )
+                found, epoch = self._reused(records)
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO coordinates VALUES (?, ?, ?, ?, ?)",
+                    _coordinates(records, epoch),
+                )
             # A report the broker acknowledged twice (a retry after a lost answer)
             # keeps its first coordinates, unless they are lost or of an earlier
             # broker epoch: then the new ones are where it is now.
@@ -612,6 +622,14 @@ class Store:
 
     def _transaction(self) -> _Transaction:
         return _Transaction(self._db)
+
+
+def _coordinates(records: list[Record], epoch: int) -> list[tuple[int, str, int, int, str]]:
+    return [
+        (epoch, d.topic, d.partition, d.offset, item.accepted.message_id)
+        for item in records
+        for d in item.accepted.deliveries
+    ]
 
 
 def _published_row(item: Record, epoch: int) -> tuple[object, ...]:
