@@ -1,10 +1,13 @@
 """Group delivery: admitted reports go to the broker together, are acknowledged, recorded, settled.
 
 Reports sent together form a :class:`Group`; one task produces them, waits for
-the broker's acks (acks=all), checks them against a broker that may have lost
-its topics, and records the accepted ones in the store, so a retry finds them
-and a correction can follow them. Each report is then settled from its
-group's results: accepted, or an answer that says why not.
+the broker's acks (acks=all), keeps only the acks the :class:`BrokerGate`
+vouches for (a broker it verified, over the connections it verified), and
+records the accepted ones in the store, so a retry finds them and a
+correction can follow them. While the gate is closed nothing is produced.
+Each report is then settled from its group's results: accepted, or an answer
+that says why not. Coordinates the store already held for another report are
+a finding (:class:`~._store.Finding`): logged, counted, kept.
 """
 
 from __future__ import annotations
@@ -19,12 +22,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError
 
-from services.bus import SealedReport, get_logger, trace_id_of
+from services.bus import SealedReport, Settings, get_logger, trace_id_of
 from services.gateway._errors import BrokerUnavailableError, PayloadTooLargeError
-from services.gateway._guard import LostTopicGuard, LostWriteError
+from services.gateway._guard import BrokerGate, UnverifiedBrokerError
 from services.gateway._metrics import Metrics
 from services.gateway._results import Accepted, Delivery, Outcome
-from services.gateway._store import Record, Store
+from services.gateway._store import Finding, Record, Store
 
 log = get_logger(__name__)
 GROUP_SIZE = 256
@@ -100,15 +103,25 @@ class GroupDelivery:
         timeout: float,
         retry_after: int,
         broker_check_interval: float,
+        settings: Settings,
+        bootstrap: str | None,
+        recreate_topics: bool,
     ) -> None:
         self.store = store
         self.metrics = metrics
         self.timeout = timeout
         self._producer = producer
         self._retry_after = retry_after
-        # aiokafka gives up on a batch after the producer's request timeout (15 s),
-        # so twice that covers every write still queued when trouble began.
-        self._guard = LostTopicGuard(producer, suspect_for=30.0, check_every=broker_check_interval)
+        self.gate = BrokerGate(
+            producer,
+            store,
+            settings=settings,
+            bootstrap=bootstrap,
+            check_every=broker_check_interval,
+            recreate_topics=recreate_topics,
+            on_change=metrics.broker_gate,
+            on_finding=self._found,
+        )
         self._open: Group | None = None
         self._by_id: dict[str, Group] = {}
         self._by_key: dict[str, Group] = {}
@@ -126,9 +139,9 @@ class GroupDelivery:
         """The group of the report in flight with Idempotency-Key ``key``, if any."""
         return self._by_key.get(key)
 
-    def start(self) -> None:
-        """Start watching the broker for lost topics."""
-        self._guard.start()
+    async def start(self) -> None:
+        """Verify the broker (the gate opens when it could), then watch it."""
+        await self.gate.start()
 
     async def close(self, grace: float) -> None:
         """Wait up to ``grace`` s for the groups in flight; stop watching the broker."""
@@ -141,7 +154,7 @@ class GroupDelivery:
                     "reports still unacknowledged at shutdown; the producer flushes them",
                     groups=len(late),
                 )
-        await self._guard.stop()
+        await self.gate.stop()
 
     def open_group(self, loop: asyncio.AbstractEventLoop) -> Group:
         """The group new reports join: shared by concurrent requests, sent at the next turn."""
@@ -184,7 +197,6 @@ class GroupDelivery:
         """What becomes of a placed report: its acceptance, or why it was not accepted."""
         task, message_id = placed.group.task, placed.message_id
         if task is None or not task.done():
-            self._guard.trouble()
             return self.unavailable(message_id, late(self.timeout))
         if task.cancelled():
             return self.unavailable(message_id, "its delivery was cancelled")
@@ -197,6 +209,8 @@ class GroupDelivery:
                 f"the encoded report is larger than the broker accepts: {result}",
                 message_id=message_id,
             )
+        if isinstance(result, UnverifiedBrokerError):
+            return self.unavailable(message_id, str(result))
         if isinstance(result, KafkaError):
             return self.unavailable(message_id, f"the broker refused or failed it: {result!r}")
         if isinstance(result, BaseException):
@@ -226,8 +240,14 @@ class GroupDelivery:
 
     async def _deliver(self, group: Group) -> list[Delivered]:
         """Produce every report, wait for acks=all, record; runs on after a client gave up."""
+        ticket = self.gate.ticket()
+        if ticket is None:
+            closed = UnverifiedBrokerError(
+                "nothing was written: the gateway has not verified the broker "
+                f"({self.gate.problem})"
+            )
+            return self._record(group, [closed] * len(group.items), 0.0)
         started = time.perf_counter()
-        sent_at = time.monotonic()
         sends: list[list[asyncio.Future[Any]] | BaseException] = []
         for prepared in group.items:
             sealed = prepared.sealed
@@ -252,31 +272,23 @@ class GroupDelivery:
             except KafkaError as exc:
                 results.append(exc)
         elapsed = time.perf_counter() - started
-        if any(isinstance(r, BaseException) for r in results):
-            self._guard.trouble()
-        if self._guard.suspect:
-            results = await self._confirm(group, results, sent_at)
-        return self._record(group, results, elapsed)
-
-    async def _confirm(
-        self, group: Group, results: list[list[Any] | BaseException], sent_at: float
-    ) -> list[list[Any] | BaseException]:
-        """Acks from a broker that may have lost the topics: keep only the ones it kept."""
-        confirmed: list[list[Any] | BaseException] = []
-        for prepared, result in zip(group.items, results, strict=True):
-            if isinstance(result, BaseException):
-                confirmed.append(result)
-                continue
-            lost = await self._guard.lost(prepared.topics, sent_at)
-            confirmed.append(
-                LostWriteError(
-                    f"the broker acknowledged the write to {', '.join(lost)} but does not "
-                    "have the topic: it lost its data, nothing was kept"
-                )
-                if lost
-                else result
+        failed = [
+            r
+            for r in results
+            if isinstance(r, BaseException) and not isinstance(r, MessageSizeTooLargeError)
+        ]
+        if failed:
+            self.gate.close(f"a delivery failed: {failed[0]!r}")
+        if not self.gate.vouches(ticket):
+            unvouched = UnverifiedBrokerError(
+                "the broker acknowledged it, but not over a connection to the broker the "
+                f"gateway verified ({self.gate.problem}): a restarted broker acknowledges "
+                "writes it does not keep, so it is not counted as written"
             )
-        return confirmed
+            results = [r if isinstance(r, BaseException) else unvouched for r in results]
+        else:
+            self.gate.wrote(sorted({t for p in group.items for t in p.topics}))
+        return self._record(group, results, elapsed)
 
     def _record(
         self, group: Group, results: list[list[Any] | BaseException], elapsed: float
@@ -309,9 +321,10 @@ class GroupDelivery:
             records.append(Record(accepted, prepared.fingerprint, prepared.idempotency_key))
             delivered.append(accepted)
         # Accepted means recorded: a retry finds it, a correction can follow it.
-        self.store.record(records)
         if not records:
             return delivered
+        for finding in self.store.record(records):
+            self._found(finding)
         by_type: dict[str, int] = {}
         for record in records:
             report_type = record.accepted.report_type
@@ -342,6 +355,22 @@ class GroupDelivery:
             ],
         )
         return delivered
+
+    def _found(self, finding: Finding) -> None:
+        self.metrics.findings.labels(finding.kind).inc()
+        log.warning(
+            "the broker lost reports it had acknowledged",
+            kind=finding.kind,
+            lost_message_id=finding.lost_message_id,
+            by_message_id=finding.by_message_id,
+            topic=finding.delivery.topic,
+            partition=finding.delivery.partition,
+            offset=finding.delivery.offset,
+            broker_epoch=finding.broker_epoch,
+            detail=finding.detail,
+        )
+        # The log was replaced (under a connection that stayed open): look again.
+        self.gate.close(finding.detail)
 
 
 def late(timeout: float) -> str:

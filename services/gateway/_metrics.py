@@ -59,6 +59,36 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.findings = Counter(
+            "oix_gateway_findings",
+            "Findings about reports the broker lost after acknowledging them, by kind "
+            "(coordinates_reused: another report acknowledged at the same coordinates).",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.republished = Counter(
+            "oix_gateway_reports_republished",
+            "Retries published again because their first write is gone (lost, or of an "
+            "earlier broker epoch).",
+            registry=self.registry,
+        )
+        self.broker_verified = Gauge(
+            "oix_gateway_broker_verified",
+            "1 while the broker is verified and reports are accepted; 0 while they are "
+            "answered 503.",
+            registry=self.registry,
+        )
+        self.broker_epoch = Gauge(
+            "oix_gateway_broker_epoch",
+            "The broker epoch: how many times the gateway found the broker's log replaced.",
+            registry=self.registry,
+        )
+
+    def broker_gate(self, verified: bool, epoch: int) -> None:
+        """The broker gate opened or closed, in ``epoch``."""
+        self.broker_verified.set(1 if verified else 0)
+        self.broker_epoch.set(epoch)
+
     def render(self) -> bytes:
         """The text exposition format."""
         return generate_latest(self.registry)

@@ -11,6 +11,11 @@ first three steps and the routing); :mod:`._delivery` sends admitted reports
 in groups, records and settles them. The pipeline runs a request's reports
 through both, and makes a report wait for a message it depends on while that
 one is in flight.
+
+A retry of a message whose stored coordinates are stale (a finding says the
+broker lost it, or they belong to an earlier broker epoch: the log they name
+was replaced) is published again, and answered with its new coordinates
+(``replayed`` false), never with coordinates that name another record or none.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from services.bus import Exchange, get_logger, trace_id_of
+from services.bus import Exchange, Settings, get_logger, trace_id_of
 from services.gateway._admission import Admission, Submission, Waiting
 from services.gateway._delivery import GROUP_SIZE, GroupDelivery, Placed, Prepared, late
 from services.gateway._errors import GatewayError, NotFoundError, ShuttingDownError
@@ -55,6 +60,8 @@ class Pipeline:
         store: Store,
         metrics: Metrics,
         gateway: GatewaySettings,
+        settings: Settings,
+        bootstrap: str | None,
     ) -> None:
         self.exchange = exchange
         self.agency = agency
@@ -69,6 +76,9 @@ class Pipeline:
             timeout=gateway.publish_timeout,
             retry_after=gateway.retry_after,
             broker_check_interval=gateway.broker_check_interval,
+            settings=settings,
+            bootstrap=bootstrap,
+            recreate_topics=gateway.recreate_topics,
         )
         self._admission = Admission(
             exchange,
@@ -84,9 +94,14 @@ class Pipeline:
         """Reports sent and not yet acknowledged (or failed)."""
         return self._delivery.in_flight
 
-    def start(self) -> None:
-        """Start watching the broker for lost topics."""
-        self._delivery.start()
+    async def start(self) -> None:
+        """Verify the broker (reports are answered 503 until it is), then watch it."""
+        await self._delivery.start()
+
+    @property
+    def broker_problem(self) -> str | None:
+        """Why reports are answered 503 right now (the broker is not verified), or None."""
+        return self._delivery.gate.problem
 
     async def publish(self, submission: Submission) -> Accepted:
         """Publish one report; returns once the broker acknowledged it.
@@ -186,11 +201,42 @@ class Pipeline:
         if self._closing:
             return None
         try:
-            return self._admission.prepare(submission, unseen)
+            return self._fresh(submission, self._admission.prepare(submission, unseen), unseen)
         except Waiting:
             return None
         except GatewayError as error:
             return error
+
+    def _fresh(
+        self, submission: Submission, checked: Prepared | Accepted, unseen: set[str]
+    ) -> Prepared | Accepted:
+        """``checked``, unless it is a first answer whose coordinates are stale: then re-sealed.
+
+        Raises:
+            GatewayError, Waiting: as :meth:`Admission.prepare`.
+        """
+        if not isinstance(checked, Accepted) or not checked.replayed:
+            return checked
+        stored = self.store.published(checked.message_id)
+        current = self.store.broker_epoch().epoch
+        if stored is None or not (stored.lost or stored.broker_epoch < current):
+            return checked
+        why = (
+            "a finding says the broker lost it"
+            if stored.lost
+            else f"its coordinates belong to broker epoch {stored.broker_epoch}, the broker's "
+            f"log was replaced since (epoch {current})"
+        )
+        log.warning(
+            "publishing a retried report again: its first write is gone",
+            message_id=checked.message_id,
+            why=why,
+            first=[[d.topic, d.partition, d.offset] for d in checked.deliveries],
+        )
+        self.metrics.republished.inc()
+        if submission.idempotency_key is not None:
+            self.store.release_key(submission.idempotency_key, checked.message_id)
+        return self._admission.prepare(submission, {*unseen, checked.message_id})
 
     async def _admit(
         self, submission: Submission, deadline: float, unseen: set[str]
@@ -208,7 +254,9 @@ class Pipeline:
                     self._retry_after,
                 )
             try:
-                prepared = self._admission.prepare(submission, unseen)
+                prepared = self._fresh(
+                    submission, self._admission.prepare(submission, unseen), unseen
+                )
             except Waiting as waiting:
                 unseen.clear()
                 if waiting.group.task is None:

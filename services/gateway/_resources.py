@@ -59,7 +59,14 @@ async def open_resources(
         store.close()
         raise
     pipeline = Pipeline(
-        exchange, agency, producer=producer, store=store, metrics=metrics, gateway=gateway
+        exchange,
+        agency,
+        producer=producer,
+        store=store,
+        metrics=metrics,
+        gateway=gateway,
+        settings=settings,
+        bootstrap=bootstrap,
     )
-    pipeline.start()
+    await pipeline.start()
     return Resources(store, producer, pipeline, forgotten)

@@ -130,9 +130,12 @@ class GatewayService:
         log.info("gateway stopped", agency=self.agency)
 
     async def broker_problem(self) -> str | None:
-        """Why the broker is not reachable right now, or None when it answers."""
-        if self._producer is None:
+        """Why reports cannot be accepted now (broker unreachable or not verified), or None."""
+        if self._producer is None or self._pipeline is None:
             return "the producer is not running"
+        unverified = self._pipeline.broker_problem
+        if unverified is not None:
+            return f"the broker is not verified: {unverified}"
         try:
             async with asyncio.timeout(READINESS_TIMEOUT):
                 await self._producer.client.fetch_all_metadata()

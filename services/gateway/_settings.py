@@ -63,6 +63,13 @@ class GatewaySettings(BaseSettings):
         description="Seconds between checks that the broker still has the topics written to "
         "(the memory-only local broker forgets them when it restarts).",
     )
+    recreate_topics: bool = Field(
+        default=True,
+        description="Re-create, with the partitions it had, a topic the broker lost that this "
+        "gateway wrote to (the memory-only local broker loses all when it restarts); false "
+        "where only `oix provision` creates topics: then reports are answered 503, naming "
+        "the topic, until it is back.",
+    )
     track_acknowledgements: bool = Field(
         default=True,
         description="Read partners' Acknowledgement messages for the status endpoint.",

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from services.bus import AGENCY_CODE_PATTERN, ConfigError, get_logger
+from services.bus import AGENCY_CODE_PATTERN, ConfigError, get_logger, private_dir
 
 log = get_logger(__name__)
 
@@ -94,8 +94,8 @@ def _entry(item: Any, where: str) -> TokenEntry:
 
 
 def write_tokens(path: Path, entries: list[TokenEntry]) -> None:
-    """Replace the token file atomically, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Replace the token file atomically, readable by its owner only, in a 0700 directory."""
+    private_dir(path.parent)
     body = {
         "tokens": [
             {"name": e.name, "agency": e.agency, "sha256": e.sha256, "created_at": e.created_at}
