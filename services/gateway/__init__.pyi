@@ -4,6 +4,7 @@ from ._errors import BrokerUnavailableError as BrokerUnavailableError
 from ._errors import ForbiddenError as ForbiddenError
 from ._errors import GatewayError as GatewayError
 from ._errors import IdempotencyConflictError as IdempotencyConflictError
+from ._errors import InternalError as InternalError
 from ._errors import MalformedReportError as MalformedReportError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import PayloadTooLargeError as PayloadTooLargeError

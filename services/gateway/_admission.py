@@ -24,12 +24,14 @@ from services.bus import (
     FieldIssue,
     LinkRelation,
     Report,
+    get_logger,
     issue_from_message,
 )
 from services.gateway._delivery import Group, GroupDelivery, Prepared
 from services.gateway._errors import (
     GatewayError,
     IdempotencyConflictError,
+    InternalError,
     ReportRejectedError,
 )
 from services.gateway._intake import (
@@ -43,6 +45,7 @@ from services.gateway._intake import (
 from services.gateway._results import Accepted
 from services.gateway._store import Published, Store
 
+log = get_logger(__name__)
 _ROUTES_REMEMBERED = 4096
 
 
@@ -112,9 +115,23 @@ class Admission:
         ``unseen`` holds message ids the store did not have a moment ago.
 
         Raises:
-            GatewayError: the report is refused, with the reason.
+            GatewayError: the report is refused, with the reason (an unforeseen
+                failure is an :class:`InternalError` for this report alone, so a
+                batch still answers for the reports already on the bus).
             Waiting: it depends on a message in flight (its original, or its first attempt).
         """
+        try:
+            return self._prepare(submission, unseen)
+        except (GatewayError, Waiting):
+            raise
+        except Exception as exc:
+            log.exception("checking a report failed")
+            raise InternalError(
+                f"the gateway failed to check this report ({type(exc).__name__}); it was not "
+                "published"
+            ) from exc
+
+    def _prepare(self, submission: Submission, unseen: set[str]) -> Prepared | Accepted:
         data = submission.data
         if isinstance(data, GatewayError):
             raise data

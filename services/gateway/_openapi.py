@@ -48,7 +48,7 @@ class Problem(BaseModel):
     code: str = Field(
         description="Machine-readable reason: malformed, unauthorized, forbidden, not_found, "
         "conflict, too_large, unsupported_media_type, invalid, broker_unavailable, "
-        "shutting_down.",
+        "shutting_down, internal.",
     )
     issues: list[Issue] = Field(description="Every failing field, when fields are at fault.")
     message_id: str | None = Field(

@@ -18,6 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.bus import FieldIssue
 from services.gateway._errors import (
     GatewayError,
+    InternalError,
     ReportRejectedError,
     ServiceUnavailableError,
     UnauthorizedError,
@@ -87,8 +88,19 @@ async def on_http_error(_: Request, error: Exception) -> Response:
     )
 
 
+async def on_unexpected_error(_: Request, error: Exception) -> Response:
+    """A failure no handler foresaw: still problem details, never a bare ``text/plain`` 500.
+
+    Starlette logs the exception itself (and re-raises it after this answer).
+    """
+    return problem(
+        InternalError(f"the gateway failed on this request ({type(error).__name__})"),
+    )
+
+
 def add_problem_handlers(app: FastAPI) -> None:
     """Answer every error of ``app`` with problem details."""
+    app.add_exception_handler(Exception, on_unexpected_error)
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_invalid_request)
     app.add_exception_handler(StarletteHTTPException, on_http_error)
