@@ -9,6 +9,7 @@ from ._errors import MalformedReportError as MalformedReportError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import PayloadTooLargeError as PayloadTooLargeError
 from ._errors import ReportRejectedError as ReportRejectedError
+from ._errors import RequestTimeoutError as RequestTimeoutError
 from ._errors import ServiceUnavailableError as ServiceUnavailableError
 from ._errors import ShuttingDownError as ShuttingDownError
 from ._errors import UnauthorizedError as UnauthorizedError

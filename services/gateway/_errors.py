@@ -94,6 +94,14 @@ class NotFoundError(GatewayError):
     title = "Not found"
 
 
+class RequestTimeoutError(GatewayError):
+    """The client did not send its whole body in time; the connection is closed."""
+
+    status = 408
+    code = "timeout"
+    title = "Request timeout"
+
+
 class IdempotencyConflictError(GatewayError):
     """A message id or Idempotency-Key was already used for a different request."""
 

@@ -19,11 +19,15 @@ from services.bus import FieldIssue
 from services.gateway._errors import (
     GatewayError,
     InternalError,
+    PayloadTooLargeError,
     ReportRejectedError,
+    RequestTimeoutError,
     ServiceUnavailableError,
     UnauthorizedError,
 )
 from services.gateway._openapi import PROBLEM_MEDIA_TYPE
+
+_CLOSES_CONNECTION = (UnauthorizedError, RequestTimeoutError, PayloadTooLargeError)
 
 
 def problem(error: GatewayError) -> Response:
@@ -33,6 +37,9 @@ def problem(error: GatewayError) -> Response:
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="oix-gateway"'
+    if isinstance(error, _CLOSES_CONNECTION):
+        # An unknown client, or a body left unread, does not keep the connection.
+        headers["Connection"] = "close"
     return Response(
         orjson.dumps(problem_body(error)),
         status_code=error.status,

@@ -51,6 +51,25 @@ class GatewaySettings(BaseSettings):
         default=5,
         description="Seconds a 503 answer tells the client to wait (Retry-After).",
     )
+    request_head_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=10.0,
+        description="Seconds a connection may take to send a request's line and headers, "
+        "counted from when it opens or from the previous answer; then it is closed.",
+    )
+    body_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="Seconds a request may take to send its whole body; then it is answered "
+        "408 and the connection closed.",
+    )
+    keep_alive_timeout: Annotated[int, Field(ge=1, le=600)] = Field(
+        default=5,
+        description="Seconds an idle keep-alive connection stays open after an answer.",
+    )
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1000,
+        description="Connections (and requests in progress) served at once; past it a new "
+        "request is answered 503 at once.",
+    )
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     max_batch_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024
     max_batch_items: Annotated[int, Field(ge=1, le=100_000)] = 10_000
