@@ -11,7 +11,15 @@ from rich.table import Table
 from services.bus import OixError, stop_on_signals
 from services.gateway._settings import GatewaySettings, load_gateway_settings, tokens_path
 from services.gateway._tokens import create_token, read_tokens, revoke_token
-from services.host import EXIT_CONFIG, err, fail, out, run, settings_or_exit
+from services.host import (
+    EXIT_CONFIG,
+    broker_settings_or_exit,
+    err,
+    fail,
+    out,
+    run,
+    settings_or_exit,
+)
 
 commands = typer.Typer(
     name="gateway",
@@ -56,7 +64,8 @@ def run_command(
     # uvicorn and FastAPI load only to serve, not for `oix --help`.
     from services.gateway._server import run_gateway  # noqa: PLC0415  # fast --help
 
-    settings = settings_or_exit()
+    # Without OIX_BOOTSTRAP: the broker of the `oix up` running with the same data.
+    settings = broker_settings_or_exit()
     gateway = _gateway_settings(agency=agency, host=host, port=port, tokens_file=tokens_file)
 
     async def serve() -> None:
