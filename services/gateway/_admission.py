@@ -27,6 +27,7 @@ from services.bus import (
     get_logger,
     issue_from_message,
 )
+from services.gateway._claims import ClaimCheck
 from services.gateway._delivery import Group, GroupDelivery, Prepared
 from services.gateway._errors import (
     GatewayError,
@@ -83,6 +84,7 @@ class Admission:
         store: Store,
         delivery: GroupDelivery,
         window: timedelta,
+        claims: ClaimCheck | None = None,
     ) -> None:
         self.exchange = exchange
         self.agency = agency
@@ -90,6 +92,7 @@ class Admission:
         self._delivery = delivery
         self._sealer = exchange.sealer(agency)
         self._window = window
+        self._claims = claims
         self._routes: dict[tuple[str, tuple[str, ...]], list[str]] = {}
 
     def unseen(self, submissions: Sequence[Submission]) -> set[str]:
@@ -159,6 +162,8 @@ class Admission:
         replay = self._replay(message_id, key, fingerprint, unseen) if named else None
         if replay is not None:
             return replay
+        if self._claims is not None:
+            self._claims.check(report)
         topics, kafka_key = self._route(report)
         sealed = self._sealer.seal(report, key=kafka_key, traceparent=submission.traceparent)
         header = report.header

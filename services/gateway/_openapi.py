@@ -212,7 +212,7 @@ def examples_for(exchange: Exchange, agency: str) -> dict[str, dict[str, Any]]:
             continue
         # Each on its own, so each is created now and its deadlines lie ahead.
         report = freshen([example.report])[0]
-        body: dict[str, Any] | None = _as_agency(report, agency)
+        body: dict[str, Any] | None = _as_agency(report, agency, _sections(exchange))
         if body is not None and not isinstance(report, Cancellation):
             body = _routable(exchange, body, agency)
         if body is None:
@@ -224,13 +224,22 @@ def examples_for(exchange: Exchange, agency: str) -> dict[str, dict[str, Any]]:
     return chosen
 
 
-def _as_agency(report: Report, agency: str) -> dict[str, Any]:
+def _sections(exchange: Exchange) -> dict[str, list[str]]:
+    return {code: p.border_sections for code, p in exchange.agreement.parties.items()}
+
+
+def _as_agency(report: Report, agency: str, sections: dict[str, list[str]]) -> dict[str, Any]:
     author = report.header.originator
     text = orjson.dumps(report.model_dump(mode="json", exclude_defaults=True)).decode()
     if author != agency:
-        marker = "\x00"
-        text = text.replace(f'"{agency}"', marker)
-        text = text.replace(f'"{author}"', f'"{agency}"').replace(marker, f'"{author}"')
+        # The two parties swap places, and so do their border sections (by position),
+        # so the example stays on the right border for the gateway's checks.
+        swaps = {author: agency, agency: author}
+        theirs, ours = sections.get(author, []), sections.get(agency, [])
+        if theirs and ours:
+            swaps |= {section: ours[i % len(ours)] for i, section in enumerate(theirs)}
+            swaps |= {section: theirs[i % len(theirs)] for i, section in enumerate(ours)}
+        text = _swap(text, swaps)
     body: dict[str, Any] = orjson.loads(text)
     body["type"] = report.report_type
     header = body["header"]
@@ -242,6 +251,16 @@ def _as_agency(report: Report, agency: str) -> dict[str, Any]:
     if not header["links"]:
         del header["links"]
     return body
+
+
+def _swap(text: str, replacements: dict[str, str]) -> str:
+    """``text`` with every JSON string in ``replacements`` replaced, all at once."""
+    marked = text
+    for index, old in enumerate(replacements):
+        marked = marked.replace(f'"{old}"', f'"\x00{index}\x00"')
+    for index, new in enumerate(replacements.values()):
+        marked = marked.replace(f'"\x00{index}\x00"', f'"{new}"')
+    return marked
 
 
 def _routable(exchange: Exchange, body: dict[str, Any], agency: str) -> dict[str, Any] | None:

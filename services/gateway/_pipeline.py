@@ -23,6 +23,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.bus import Exchange, get_logger, trace_id_of
 from services.gateway._admission import Admission, Submission, Waiting
+from services.gateway._claims import claim_check
 from services.gateway._delivery import GROUP_SIZE, GroupDelivery, Placed, Prepared, late
 from services.gateway._errors import GatewayError, NotFoundError, ShuttingDownError
 from services.gateway._metrics import Metrics
@@ -76,6 +77,7 @@ class Pipeline:
             store=store,
             delivery=self._delivery,
             window=gateway.idempotency_window,
+            claims=claim_check(exchange.agreement, gateway),
         )
         self._closing = False
 

@@ -43,6 +43,21 @@ class GatewaySettings(BaseSettings):
         description="How long a retry with the same message id or Idempotency-Key replays "
         "the first answer (seconds or ISO 8601, e.g. PT24H).",
     )
+    max_time_past: timedelta = Field(
+        default=timedelta(days=366),
+        description="How long ago a report's times (created_at, detected_at, validity, …) "
+        "may lie (seconds or ISO 8601, e.g. P366D).",
+    )
+    max_time_ahead: timedelta = Field(
+        default=timedelta(days=366),
+        description="How far ahead a planned or validity time (needed_until, period_end, "
+        "expected_until, due_at, …) may lie.",
+    )
+    max_clock_skew: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="How far ahead a time of something that happened (created_at, "
+        "detected_at, occurred_at) may lie: the client's clock may run a little fast.",
+    )
     publish_timeout: Annotated[float, Field(gt=0, le=120)] = Field(
         default=5.0,
         description="Seconds to wait for the broker's acknowledgement before answering 503.",
