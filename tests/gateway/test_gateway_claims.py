@@ -139,5 +139,5 @@ def test_every_time_field_of_every_report_type_is_checked(exchange: Exchange) ->
             for field, spec in schema["properties"].items()
             if "date-time" in orjson.dumps(spec).decode()
         }
-        found = set(claims._times_of(model.model_construct()))  # noqa: SLF001  # the list itself is the point
+        found = set(claims._times_of(model.model_construct()))  # the list itself is the point
         assert found == expected, name
