@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -190,7 +191,7 @@ class AcknowledgementReader:
                 )
         acks = [a for a in batch.items if a is not None]
         mine = self._store.known(a.acknowledged_message_id for a in acks)
-        acks = [a for a in acks if a.acknowledged_message_id in mine]
+        acks = [a for a in acks if a.acknowledged_message_id in mine and self._recipient(a)]
         self._store.record_acknowledgements(
             acks,
             {(tp.topic, tp.partition): p.next_offset for tp, p in batch.positions.items()},
@@ -204,6 +205,26 @@ class AcknowledgementReader:
                     party=ack.party,
                     status=ack.status,
                 )
+
+    def _recipient(self, ack: PartnerAck) -> bool:
+        """Whether the acknowledging party is one the message was released to.
+
+        Its signature proves who acknowledges, not that it ever was a recipient:
+        an acknowledgement from anyone else is said and never counted.
+        """
+        published = self._store.published(ack.acknowledged_message_id)
+        if published is not None and ack.party in published.accepted.releasable_to:
+            return True
+        log.warning(
+            "ignoring an acknowledgement from a party the message was not released to",
+            message_id=ack.acknowledged_message_id,
+            party=ack.party,
+            ack_message_id=ack.ack_message_id,
+            topic=ack.delivery.topic,
+            partition=ack.delivery.partition,
+            offset=ack.delivery.offset,
+        )
+        return False
 
     def _acknowledgement(self, record: KafkaRecord) -> PartnerAck | None:
         # The type header lets every other report pass without decoding it.
@@ -230,4 +251,6 @@ class AcknowledgementReader:
             note=report.note,
             created_at=report.header.created_at.isoformat(),
             delivery=Delivery(record.topic, record.partition, record.offset),
+            # The partner's created_at is its claim; this is what the gateway saw.
+            observed_at=datetime.now(UTC).isoformat(),
         )

@@ -100,12 +100,19 @@ class BatchBody(BaseModel):
 
 
 class PartnerAcknowledgementBody(BaseModel):
-    """A partner's Acknowledgement of the message."""
+    """A partner's Acknowledgement of the message; only parties it was released to count."""
 
     party: str
     status: str = Field(description="RECEIVED, READ or ACTIONED.")
     ack_message_id: str
-    acknowledged_at: str
+    claimed_at: str = Field(
+        description="When the partner says it acknowledged (its header.created_at): a claim, "
+        "signed but not checked against any clock.",
+    )
+    observed_at: str | None = Field(
+        description="When this gateway read the acknowledgement from the bus (null for one "
+        "recorded by an older gateway).",
+    )
     note: str | None
     topic: str
     partition: int

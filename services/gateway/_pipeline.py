@@ -168,9 +168,12 @@ class Pipeline:
                 f"no message {message_id} was published by {self.agency} through this gateway",
                 message_id=message_id,
             )
-        acks = self.store.acknowledgements(message_id)
+        released = published.accepted.releasable_to
+        # Only recipients' acknowledgements count (the reader records no others now;
+        # a store written before it did may hold some).
+        acks = [a for a in self.store.acknowledgements(message_id) if a.party in released]
         acked = {a.party for a in acks}
-        awaiting = [p for p in published.accepted.releasable_to if p not in acked]
+        awaiting = [p for p in released if p not in acked]
         return Status(published.accepted, acks, awaiting)
 
     async def close(self, grace: float) -> None:

@@ -53,7 +53,8 @@ CREATE TABLE IF NOT EXISTS acknowledgements (
     created_at              TEXT NOT NULL,
     topic                   TEXT NOT NULL,
     partition               INTEGER NOT NULL,
-    "offset"                INTEGER NOT NULL
+    "offset"                INTEGER NOT NULL,
+    observed_at             TEXT
 );
 CREATE INDEX IF NOT EXISTS acknowledgements_by_message
     ON acknowledgements (acknowledged_message_id);
@@ -92,7 +93,10 @@ class PartnerAck:
     status: str
     note: str | None
     created_at: str
+    """When the partner says it acknowledged (its header's created_at): a claim."""
     delivery: Delivery
+    observed_at: str | None = None
+    """When this gateway read it from the bus (None: recorded before this was kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,6 +138,12 @@ class Store:
                     f"knows {SCHEMA_VERSION})",
                 )
             db.executescript(_SCHEMA)
+            if "observed_at" not in {
+                r[1] for r in db.execute("PRAGMA table_info(acknowledgements)")
+            }:
+                db.execute(
+                    "ALTER TABLE acknowledgements ADD COLUMN observed_at TEXT"
+                )  # older files
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise ConfigError(f"{path}: cannot open the gateway store: {exc}") from exc
@@ -224,7 +234,7 @@ class Store:
         """Partners' acknowledgements of ``message_id``, oldest first."""
         rows = self._db.execute(
             "SELECT ack_message_id, acknowledged_message_id, party, status, note, created_at, "
-            'topic, partition, "offset" FROM acknowledgements '
+            'topic, partition, "offset", observed_at FROM acknowledgements '
             "WHERE acknowledged_message_id = ? ORDER BY created_at, ack_message_id",
             (message_id,),
         ).fetchall()
@@ -237,6 +247,7 @@ class Store:
                 note=row[4],
                 created_at=row[5],
                 delivery=Delivery(row[6], row[7], row[8]),
+                observed_at=row[9],
             )
             for row in rows
         ]
@@ -269,7 +280,7 @@ class Store:
         """
         with self._transaction():
             self._db.executemany(
-                "INSERT OR IGNORE INTO acknowledgements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO acknowledgements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         a.ack_message_id,
@@ -281,6 +292,7 @@ class Store:
                         a.delivery.topic,
                         a.delivery.partition,
                         a.delivery.offset,
+                        a.observed_at,
                     )
                     for a in acks
                 ],

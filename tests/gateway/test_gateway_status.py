@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -123,3 +124,40 @@ async def test_status_of_a_message_published_through_the_sdk(
     answer = await client.get(f"/v1/reports/{accepted.message_id.upper()}/status")
     assert answer.status_code == 200, answer.text
     assert answer.json()["offset"] == accepted.offset
+
+
+async def test_only_recipients_acknowledgements_count_with_claimed_and_observed_time(
+    client: httpx.AsyncClient,
+    gateway: RunningGateway,
+    settings: Settings,
+    gateway_settings: GatewaySettings,
+    exchange: Exchange,
+) -> None:
+    # Issue 8: an EE-PPA ack showed as ACTIONED on a report released only to
+    # LT-VSAT, and the ack's own created_at was shown as when it was acknowledged.
+    report = (await client.post("/v1/reports", json=incident(releasable_to=["LT-VSAT"]))).json()
+    message_id = report["message_id"]
+    async with Publisher("EE-PPA", settings, gateway=gateway_settings, exchange=exchange) as ee:
+        stranger = await ee.publish(acknowledgement(message_id, "ACTIONED", ["LV-VRS"]))
+    claimed = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
+    async with Publisher(PARTNER, settings, gateway=gateway_settings, exchange=exchange) as lt:
+        ack = acknowledgement(message_id, "RECEIVED", ["LV-VRS"])
+        ack["header"]["created_at"] = claimed.isoformat()  # before the report: only a claim
+        recipient = await lt.publish(ack)
+
+    store = gateway.service.pipeline.store
+
+    def read_past(published: Any) -> bool:
+        position = store.read_positions().get((published.topic, published.partition))
+        return position is not None and position > published.offset
+
+    await eventually(lambda: read_past(stranger) and read_past(recipient), "both acks read")
+    status = (await client.get(f"/v1/reports/{message_id}/status")).json()
+    [only] = status["acknowledgements"]
+    assert (only["party"], only["status"]) == (PARTNER, "RECEIVED")
+    assert status["awaiting"] == []
+    assert datetime.fromisoformat(only["claimed_at"]) == claimed
+    observed = datetime.fromisoformat(only["observed_at"])
+    assert observed >= datetime.fromisoformat(report["accepted_at"])
+    assert observed <= datetime.now(UTC)
+    assert stranger.message_id not in {a.ack_message_id for a in store.acknowledgements(message_id)}
