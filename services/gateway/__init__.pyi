@@ -6,6 +6,7 @@ from ._errors import GatewayError as GatewayError
 from ._errors import IdempotencyConflictError as IdempotencyConflictError
 from ._errors import InternalError as InternalError
 from ._errors import MalformedReportError as MalformedReportError
+from ._errors import MessageIdTakenError as MessageIdTakenError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import PayloadTooLargeError as PayloadTooLargeError
 from ._errors import ReportRejectedError as ReportRejectedError

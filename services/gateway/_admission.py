@@ -43,6 +43,7 @@ from services.gateway._intake import (
     validate,
     with_defaults,
 )
+from services.gateway._message_ids import refuse_foreign_id
 from services.gateway._results import Accepted
 from services.gateway._store import Published, Store
 
@@ -211,10 +212,9 @@ class Admission:
         in_flight = self._delivery.group_of(message_id)
         if in_flight is not None:
             raise Waiting(in_flight, message_id, reference=False)
-        if message_id in unseen:
-            return None
-        first = self.store.published(message_id)
+        first = None if message_id in unseen else self.store.published(message_id)
         if first is None:
+            refuse_foreign_id(self.store, message_id, self.agency)
             return None
         if first.fingerprint != fingerprint:
             raise IdempotencyConflictError(

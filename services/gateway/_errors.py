@@ -110,6 +110,12 @@ class IdempotencyConflictError(GatewayError):
     title = "Conflict"
 
 
+class MessageIdTakenError(IdempotencyConflictError):
+    """Another party was seen using the message id: ids are unique per originator."""
+
+    code = "message_id_taken"
+
+
 class PayloadTooLargeError(GatewayError):
     """The body, or the number of reports in a batch, is over the configured limit."""
 

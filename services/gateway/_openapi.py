@@ -48,7 +48,7 @@ class Problem(BaseModel):
     code: str = Field(
         description="Machine-readable reason: malformed, unauthorized, forbidden, not_found, "
         "conflict, too_large, unsupported_media_type, invalid, broker_unavailable, "
-        "shutting_down, timeout, internal.",
+        "shutting_down, timeout, internal, message_id_taken.",
     )
     issues: list[Issue] = Field(description="Every failing field, when fields are at fault.")
     message_id: str | None = Field(
@@ -151,7 +151,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         403: "The token's agency is not this gateway's, or the report claims another originator.",
         404: "No such message was published through this gateway.",
         408: "The body did not arrive in time; the connection is closed.",
-        409: "The message id or Idempotency-Key was already used for a different request.",
+        409: "The message id or Idempotency-Key was already used for a different request, "
+        "or another party was seen using the message id.",
         413: "The body (or the batch) is over the limit.",
         415: "The body is neither JSON nor NDJSON.",
         422: "The report is invalid, breaks the agreement, or corrects/cancels an unknown "

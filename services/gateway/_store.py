@@ -58,6 +58,10 @@ CREATE TABLE IF NOT EXISTS acknowledgements (
 );
 CREATE INDEX IF NOT EXISTS acknowledgements_by_message
     ON acknowledgements (acknowledged_message_id);
+CREATE TABLE IF NOT EXISTS foreign_ids (
+    message_id TEXT PRIMARY KEY,
+    originator TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS read_positions (
     topic       TEXT NOT NULL,
     partition   INTEGER NOT NULL,
@@ -305,6 +309,18 @@ class Store:
                 "DELETE FROM read_positions WHERE topic = ? AND partition = ?",
                 [(t, p) for (t, p), o in positions.items() if o is None],
             )
+
+    def record_foreign_ids(self, seen: Iterable[tuple[str, str]]) -> None:
+        """Remember (message id, originator) pairs other parties used (the first one kept)."""
+        with self._transaction():
+            self._db.executemany("INSERT OR IGNORE INTO foreign_ids VALUES (?, ?)", seen)
+
+    def foreign_originator(self, message_id: str) -> str | None:
+        """The other party seen using ``message_id``, if any (see :mod:`._message_ids`)."""
+        row = self._db.execute(
+            "SELECT originator FROM foreign_ids WHERE message_id = ?", (message_id,)
+        ).fetchone()
+        return row[0] if row is not None else None
 
     def read_positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read on every partition read so far."""

@@ -6,6 +6,7 @@ one on another agency's border section.
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,12 +14,22 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from gateway_support import AGENCY, bearer, example, incident, make_gateway_settings
+from gateway_support import (
+    AGENCY,
+    PARTNER,
+    RunningGateway,
+    bearer,
+    example,
+    incident,
+    make_gateway_settings,
+)
 from gateway_support import running_gateway as start_gateway
+from polling import eventually
 
 from services.bus import REPORT_MODELS, Exchange, Settings
 from services.gateway import GatewaySettings
 from services.gateway._claims import claim_check
+from services.gateway.sdk import Publisher
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -141,3 +152,29 @@ def test_every_time_field_of_every_report_type_is_checked(exchange: Exchange) ->
         }
         found = set(claims._times_of(model.model_construct()))  # the list itself is the point
         assert found == expected, name
+
+
+async def test_a_message_id_another_party_used_is_refused(
+    client: httpx.AsyncClient,
+    gateway: RunningGateway,
+    settings: Settings,
+    gateway_settings: GatewaySettings,
+    exchange: Exchange,
+) -> None:
+    # Issue 8: LT-VSAT could publish under LV-VRS's message id (and the other
+    # way round), leaving two different messages under one id on the bus.
+    taken = str(uuid.uuid4())
+    async with Publisher(PARTNER, settings, gateway=gateway_settings, exchange=exchange) as lt:
+        await lt.publish(example("06-lt-incident-wetsuits-neman", message_id=taken))
+    store = gateway.service.pipeline.store
+    await eventually(lambda: store.foreign_originator(taken), "LV-VRS's gateway to see the id")
+
+    answer = await client.post("/v1/reports", json=incident(message_id=taken))
+    assert answer.status_code == 409, answer.text
+    problem = answer.json()
+    assert problem["code"] == "message_id_taken"
+    assert problem["issues"] == [{"path": "header.message_id", "reason": "already used by LT-VSAT"}]
+
+    fresh = incident()
+    batch = await client.post("/v1/reports:batch", json=[fresh, incident(message_id=taken)])
+    assert [r["status"] for r in batch.json()["results"]] == [201, 409]
