@@ -19,7 +19,6 @@ from services.bus import FieldIssue
 from services.gateway._errors import (
     GatewayError,
     InternalError,
-    PayloadTooLargeError,
     ReportRejectedError,
     RequestTimeoutError,
     ServiceUnavailableError,
@@ -27,7 +26,9 @@ from services.gateway._errors import (
 )
 from services.gateway._openapi import PROBLEM_MEDIA_TYPE
 
-_CLOSES_CONNECTION = (UnauthorizedError, RequestTimeoutError, PayloadTooLargeError)
+# Not a 413: closing while the client still sends its body would reset the
+# connection before it reads the answer.
+_CLOSES_CONNECTION = (UnauthorizedError, RequestTimeoutError)
 
 
 def problem(error: GatewayError) -> Response:
@@ -38,7 +39,7 @@ def problem(error: GatewayError) -> Response:
     if isinstance(error, UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="oix-gateway"'
     if isinstance(error, _CLOSES_CONNECTION):
-        # An unknown client, or a body left unread, does not keep the connection.
+        # An unknown client, or one that stalled, does not keep the connection.
         headers["Connection"] = "close"
     return Response(
         orjson.dumps(problem_body(error)),
