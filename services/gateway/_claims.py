@@ -48,6 +48,19 @@ class TimeWindow:
     this far ahead (the client's clock may run a little fast)."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where one report type keeps its times and sections, found once from its model."""
+
+    times: tuple[str, ...]
+    located: tuple[str, ...]
+    """Fields holding one thing with a ``border_section`` (a location)."""
+    listed: tuple[str, ...]
+    """Fields holding a list of things with a ``border_section``."""
+    any_party: tuple[str, ...]
+    """Fields holding sections that may be any party's."""
+
+
 class ClaimCheck:
     """Checks one agency's reports for times and border sections they may claim."""
 
@@ -59,7 +72,7 @@ class ClaimCheck:
             if party.border_sections
         }
         self._all_sections = frozenset().union(*self._sections.values())
-        self._time_fields: dict[type[Report], tuple[str, ...]] = {}
+        self._plans: dict[type[Report], _Plan] = {}
 
     def check(self, report: Report, now: datetime | None = None) -> None:
         """Refuse ``report`` if a time or section it claims is out of bounds.
@@ -67,88 +80,103 @@ class ClaimCheck:
         Raises:
             ReportRejectedError: naming every such field and the bound it breaks.
         """
-        issues = self._time_issues(report, now or datetime.now(UTC))
+        plan = self._plan(type(report))
+        issues = self._time_issues(report, plan, now or datetime.now(UTC))
         if self._sections:
-            issues.extend(self._section_issues(report))
+            issues.extend(self._section_issues(report, plan))
         if issues:
             raise ReportRejectedError(
                 f"the {report.report_type} claims what it may not: {len(issues)} problem(s)",
                 issues,
             )
 
-    def _time_issues(self, report: Report, now: datetime) -> list[FieldIssue]:
+    def _time_issues(self, report: Report, plan: _Plan, now: datetime) -> list[FieldIssue]:
+        window = self._window
+        oldest, happened, planned = now - window.past, now + window.skew, now + window.ahead
+        issues: list[FieldIssue] = []
+        created = report.header.created_at
+        if not oldest <= created <= happened:
+            issues.append(self._time_issue("header.created_at", created, now))
+        for name in plan.times:
+            value = getattr(report, name)
+            if value is None:
+                continue
+            if not oldest <= value <= (happened if name in HAPPENED else planned):
+                issues.append(self._time_issue(name, value, now))
+        return issues
+
+    def _time_issue(self, path: str, value: datetime, now: datetime) -> FieldIssue:
         window = self._window
         oldest = now - window.past
-        issues: list[FieldIssue] = []
-        times = [("header.created_at", "created_at", report.header.created_at)]
-        times.extend((name, name, getattr(report, name)) for name in self._times_of(report))
-        for path, name, value in times:
-            if not isinstance(value, datetime):
-                continue
-            latest = now + (window.skew if name in HAPPENED else window.ahead)
-            if value < oldest:
-                issues.append(
-                    FieldIssue(
-                        path,
-                        f"{value.isoformat()} is more than {_span(window.past)} ago; the "
-                        f"gateway takes times from {_stamp(oldest)} on",
-                    ),
-                )
-            elif value > latest:
-                bound = "in the future" if name in HAPPENED else "ahead"
-                allowed = window.skew if name in HAPPENED else window.ahead
-                issues.append(
-                    FieldIssue(
-                        path,
-                        f"{value.isoformat()} is more than {_span(allowed)} {bound}; the "
-                        f"gateway takes times up to {_stamp(latest)}",
-                    ),
-                )
-        return issues
+        if value < oldest:
+            return FieldIssue(
+                path,
+                f"{value.isoformat()} is more than {_span(window.past)} ago; the gateway "
+                f"takes times from {_stamp(oldest)} on",
+            )
+        happened = path.rpartition(".")[2] in HAPPENED
+        allowed = window.skew if happened else window.ahead
+        return FieldIssue(
+            path,
+            f"{value.isoformat()} is more than {_span(allowed)} "
+            f"{'in the future' if happened else 'ahead'}; the gateway takes times up to "
+            f"{_stamp(now + allowed)}",
+        )
+
+    def _plan(self, kind: type[Report]) -> _Plan:
+        plan = self._plans.get(kind)
+        if plan is None:
+            fields = [(n, f.annotation) for n, f in kind.model_fields.items() if n != "header"]
+            plan = _Plan(
+                times=tuple(n for n, a in fields if _is_time(a)),
+                located=tuple(n for n, a in fields if _has_section(a)),
+                listed=tuple(
+                    n
+                    for n, a in fields
+                    if typing.get_origin(a) is list and any(map(_has_section, typing.get_args(a)))
+                ),
+                any_party=tuple(n for n, _ in fields if n in _ANY_PARTY),
+            )
+            self._plans[kind] = plan
+        return plan
 
     def _times_of(self, report: Report) -> tuple[str, ...]:
-        """The report's own (not the header's) time fields, found once per report type."""
-        kind = type(report)
-        names = self._time_fields.get(kind)
-        if names is None:
-            names = tuple(
-                name
-                for name, field in kind.model_fields.items()
-                if name != "header" and _is_time(field.annotation)
-            )
-            self._time_fields[kind] = names
-        return names
+        """The report's own (not the header's) time fields."""
+        return self._plan(type(report)).times
 
-    def _section_issues(self, report: Report) -> list[FieldIssue]:
+    def _section_issues(self, report: Report, plan: _Plan) -> list[FieldIssue]:
         issues: list[FieldIssue] = []
         originator = report.header.originator
-        for name in type(report).model_fields:
-            value = getattr(report, name)
-            if name in _ANY_PARTY and isinstance(value, list):
-                for index, section in enumerate(value):
-                    if isinstance(section, str) and section not in self._all_sections:
-                        issues.append(
-                            FieldIssue(
-                                f"{name}[{index}]",
-                                f"{section} is no border section of the agreement",
-                            ),
-                        )
-                continue
+        for name in plan.located:
             owner_field = _OWNER_FIELD.get(name)
             owner = getattr(report, owner_field) if owner_field else originator
-            for path, section in _located(name, value):
-                issue = self._section_issue(path, section, owner)
-                if issue is not None:
-                    issues.append(issue)
+            located = getattr(report, name)
+            if located is not None:
+                path = f"{name}.border_section"
+                self._check_section(issues, path, located.border_section, owner)
+        for name in plan.listed:
+            for index, item in enumerate(getattr(report, name)):
+                path = f"{name}[{index}].border_section"
+                self._check_section(issues, path, item.border_section, originator)
+        for name in plan.any_party:
+            for index, section in enumerate(getattr(report, name)):
+                if section not in self._all_sections:
+                    issues.append(
+                        FieldIssue(
+                            f"{name}[{index}]", f"{section} is no border section of the agreement"
+                        )
+                    )
         return issues
 
-    def _section_issue(self, path: str, section: str, owner: str) -> FieldIssue | None:
+    def _check_section(self, issues: list[FieldIssue], path: str, section: str, owner: str) -> None:
         own = self._sections.get(owner)
         if own is None or section in own:
-            return None
+            return
         listed = ", ".join(sorted(own))
-        return FieldIssue(
-            path, f"{section} is not a border section of {owner} in the agreement ({listed})"
+        issues.append(
+            FieldIssue(
+                path, f"{section} is not a border section of {owner} in the agreement ({listed})"
+            )
         )
 
 
@@ -162,18 +190,13 @@ def claim_check(agreement: Agreement, gateway: GatewaySettings) -> ClaimCheck:
     )
 
 
-def _located(name: str, value: Any) -> list[tuple[str, str]]:
-    """(path, section) of a field holding a location, or a list of things with sections."""
-    if isinstance(value, BaseModel):
-        section = getattr(value, "border_section", None)
-        return [(f"{name}.border_section", section)] if isinstance(section, str) else []
-    if isinstance(value, list):
-        return [
-            (f"{name}[{index}].border_section", item.border_section)
-            for index, item in enumerate(value)
-            if isinstance(getattr(item, "border_section", None), str)
-        ]
-    return []
+def _has_section(annotation: Any) -> bool:
+    """A model with a ``border_section`` (a location), or an optional one."""
+    if isinstance(annotation, type):
+        return issubclass(annotation, BaseModel) and "border_section" in annotation.model_fields
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        return any(_has_section(arg) for arg in typing.get_args(annotation))
+    return False
 
 
 def _is_time(annotation: Any) -> bool:
