@@ -43,7 +43,7 @@ from services.gateway._intake import (
     validate,
     with_defaults,
 )
-from services.gateway._message_ids import refuse_foreign_id
+from services.gateway._message_ids import ForeignIds
 from services.gateway._results import Accepted
 from services.gateway._store import Published, Store
 
@@ -94,6 +94,7 @@ class Admission:
         self._sealer = exchange.sealer(agency)
         self._window = window
         self._claims = claims
+        self._foreign = ForeignIds()
         self._routes: dict[tuple[str, tuple[str, ...]], list[str]] = {}
 
     def unseen(self, submissions: Sequence[Submission]) -> set[str]:
@@ -111,7 +112,9 @@ class Admission:
                     named.append(message_id)
         if not named:
             return set()
-        return set(named) - self.store.known(named)
+        unseen = set(named) - self.store.known(named)
+        self._foreign.look_up(self.store, unseen)
+        return unseen
 
     def prepare(self, submission: Submission, unseen: set[str]) -> Prepared | Accepted:
         """Check one report: sealed and routed, ready to send, or the first answer again.
@@ -142,7 +145,8 @@ class Admission:
         key = submission.idempotency_key
         if isinstance(data, Report):
             check_originator(data.header.originator, self.agency)
-            named = key is not None or "message_id" in data.header.model_fields_set
+            chosen = "message_id" in data.header.model_fields_set
+            named = key is not None or chosen
             fingerprint = fingerprint_of(data) if named else ""
             report = with_defaults(data, self.exchange.agreement)
         else:
@@ -152,7 +156,8 @@ class Admission:
             header = data.get("header")
             if isinstance(header, dict):
                 check_originator(header.get("originator"), self.agency)
-            named = key is not None or (isinstance(header, dict) and "message_id" in header)
+            chosen = isinstance(header, dict) and "message_id" in header
+            named = key is not None or chosen
             fingerprint = fingerprint_of(data) if named else ""
             releasable_to = self._cancelled_releasability(report_type, data)
             report = validate(
@@ -160,7 +165,9 @@ class Admission:
             )
         message_id = str(report.header.message_id)
         # A message id the gateway made up just now cannot have been used before.
-        replay = self._replay(message_id, key, fingerprint, unseen) if named else None
+        replay = (
+            self._replay(message_id, key, fingerprint, unseen, chosen=chosen) if named else None
+        )
         if replay is not None:
             return replay
         if self._claims is not None:
@@ -194,15 +201,23 @@ class Admission:
         return list(original.releasable_to)
 
     def _replay(
-        self, message_id: str, key: str | None, fingerprint: str, unseen: set[str]
+        self,
+        message_id: str,
+        key: str | None,
+        fingerprint: str,
+        unseen: set[str],
+        *,
+        chosen: bool,
     ) -> Accepted | None:
         """The first answer for a retry, or None for a new report.
 
-        ``message_id`` in ``unseen``: the store did not have it a moment ago.
+        ``message_id`` in ``unseen``: the store did not have it a moment ago;
+        ``chosen``: the client chose it (one the gateway made up is new anyway).
 
         Raises:
             IdempotencyConflictError: the id or key was used for a different request, or the
-                message was accepted before the idempotency window.
+                message was accepted before the idempotency window; another party
+                was seen using the id (:class:`MessageIdTakenError`).
             Waiting: the first attempt is still in flight.
         """
         if key is not None:
@@ -214,7 +229,8 @@ class Admission:
             raise Waiting(in_flight, message_id, reference=False)
         first = None if message_id in unseen else self.store.published(message_id)
         if first is None:
-            refuse_foreign_id(self.store, message_id, self.agency)
+            if chosen:
+                self._foreign.refuse(self.store, message_id, self.agency, unseen)
             return None
         if first.fingerprint != fingerprint:
             raise IdempotencyConflictError(

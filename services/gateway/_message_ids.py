@@ -20,13 +20,16 @@ from services.gateway._errors import MessageIdTakenError
 from services.gateway._store import Store
 
 
-def refuse_foreign_id(store: Store, message_id: str, agency: str) -> None:
+def refuse_foreign_id(store: Store, message_id: str, agency: str, seen: str | None = None) -> None:
     """Refuse ``message_id`` if another party than ``agency`` was seen using it.
+
+    ``seen``: the party already looked up with others (see :class:`ForeignIds`),
+    or None to look it up here.
 
     Raises:
         MessageIdTakenError: naming the party that used it.
     """
-    other = store.foreign_originator(message_id)
+    other = seen or store.foreign_originators([message_id]).get(message_id)
     if other is not None and other != agency:
         raise MessageIdTakenError(
             f"message id {message_id} is already used by {other}; a message is "
@@ -34,3 +37,30 @@ def refuse_foreign_id(store: Store, message_id: str, agency: str) -> None:
             [FieldIssue("header.message_id", f"already used by {other}")],
             message_id=message_id,
         )
+
+
+class ForeignIds:
+    """Other parties' use of new message ids, looked up once for a group of reports.
+
+    Valid for the set of unseen ids it was made with, until the next await
+    (as that set is): a report whose id is in it needs no query of its own.
+    """
+
+    def __init__(self) -> None:
+        self._for: set[str] | None = None
+        self._seen: dict[str, str] = {}
+
+    def look_up(self, store: Store, unseen: set[str]) -> None:
+        """Look up every id of ``unseen`` at once."""
+        self._for = unseen
+        self._seen = store.foreign_originators(unseen) if unseen else {}
+
+    def refuse(self, store: Store, message_id: str, agency: str, unseen: set[str]) -> None:
+        """:func:`refuse_foreign_id`, from the group's lookup when it covers ``message_id``."""
+        if unseen is self._for and message_id in unseen:
+            other = self._seen.get(message_id)
+            if other is None:
+                return
+            refuse_foreign_id(store, message_id, agency, other)
+        else:
+            refuse_foreign_id(store, message_id, agency)

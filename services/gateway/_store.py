@@ -315,12 +315,20 @@ class Store:
         with self._transaction():
             self._db.executemany("INSERT OR IGNORE INTO foreign_ids VALUES (?, ?)", seen)
 
-    def foreign_originator(self, message_id: str) -> str | None:
-        """The other party seen using ``message_id``, if any (see :mod:`._message_ids`)."""
-        row = self._db.execute(
-            "SELECT originator FROM foreign_ids WHERE message_id = ?", (message_id,)
-        ).fetchone()
-        return row[0] if row is not None else None
+    def foreign_originators(self, message_ids: Iterable[str]) -> dict[str, str]:
+        """The other party seen using each of ``message_ids`` that one used."""
+        ids = list(message_ids)
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self._db.execute(
+                    f"SELECT message_id, originator FROM foreign_ids WHERE message_id IN ({marks})",  # noqa: S608  # only placeholders
+                    chunk,
+                ).fetchall()
+            )
+        return found
 
     def read_positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read on every partition read so far."""

@@ -167,7 +167,7 @@ async def test_a_message_id_another_party_used_is_refused(
     async with Publisher(PARTNER, settings, gateway=gateway_settings, exchange=exchange) as lt:
         await lt.publish(example("06-lt-incident-wetsuits-neman", message_id=taken))
     store = gateway.service.pipeline.store
-    await eventually(lambda: store.foreign_originator(taken), "LV-VRS's gateway to see the id")
+    await eventually(lambda: store.foreign_originators([taken]), "LV-VRS's gateway to see it")
 
     answer = await client.post("/v1/reports", json=incident(message_id=taken))
     assert answer.status_code == 409, answer.text
