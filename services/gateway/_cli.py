@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -82,6 +83,36 @@ def run_command(
         out.print("gateway stopped")
 
     run(serve)
+
+
+@commands.command("example")
+def example_command(
+    report_type: Annotated[str, typer.Argument(help="A report type, e.g. IncidentReport.")],
+    agency: Annotated[
+        str,
+        typer.Option(help="The agency that publishes it, e.g. LV-VRS [env: OIX_GATEWAY_AGENCY]."),
+    ],
+) -> None:
+    """Print an example report as an agency system would send it today (JSON, to pipe to curl).
+
+    The one `/docs` offers: from deploy/examples, rewritten for the agency and
+    moved to the present (the gateway refuses times far from now).
+    """
+    # FastAPI (under the OpenAPI module) loads only for this command, not for `oix --help`.
+    from services.bus import Exchange  # noqa: PLC0415  # fast --help: the codec
+    from services.gateway._openapi import examples_for  # noqa: PLC0415  # fast --help: FastAPI
+
+    settings = settings_or_exit()
+    try:
+        exchange = Exchange.from_settings(settings)
+    except OixError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    examples = examples_for(exchange, agency)
+    if report_type not in examples:
+        known = ", ".join(sorted(examples)) or "none: is the agency in the agreement?"
+        raise fail(f"no example of {report_type!r} for {agency}; there are: {known}")
+    # Plain JSON, never wrapped to the terminal's width: it is piped to curl.
+    typer.echo(json.dumps(examples[report_type]["value"], indent=2, ensure_ascii=False))
 
 
 @token_app.command("create")

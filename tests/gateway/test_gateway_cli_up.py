@@ -1,7 +1,8 @@
-"""``oix gateway run`` beside a running ``oix up`` finds its broker, as the other commands do."""
+"""``oix gateway run`` beside a running ``oix up`` finds its broker; ``oix gateway example``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -10,6 +11,7 @@ import sys
 import uuid
 from pathlib import Path
 
+import httpx
 import pytest
 
 from services.gateway import create_token
@@ -58,3 +60,26 @@ def test_gateway_run_uses_the_broker_of_the_running_oix_up(bootstrap: str, tmp_p
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+async def test_oix_gateway_example_prints_a_report_the_gateway_accepts(
+    client: httpx.AsyncClient,
+) -> None:
+    # The README's first curl posted deploy/examples as they are: dated 2025, which
+    # the gateway now refuses (times more than a year ago).
+    command = ["gateway", "example", "IncidentReport", "--agency", "LV-VRS"]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        *command,
+        cwd=REPO,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "COLUMNS": "40"},  # a narrow terminal must not wrap the JSON
+    )
+    printed, _ = await process.communicate()
+    assert process.returncode == 0
+    answer = await client.post(
+        "/v1/reports", content=printed, headers={"content-type": "application/json"}
+    )
+    assert answer.status_code == 201, answer.text
