@@ -74,19 +74,24 @@ def fingerprint_of(data: Mapping[str, Any] | Report) -> str:
     else:
         try:
             raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:
+        except orjson.JSONEncodeError as exc:
             # orjson writes at most 255 levels but reads 1024: a report nested
             # deeper than it can write is refused as malformed, never a 500.
-            raise too_deep(data) from None
+            raise not_writable(data, exc) from None
     return hashlib.sha256(raw).hexdigest()
 
 
-def too_deep(data: Any) -> MalformedReportError:
-    """The refusal of a JSON value nested deeper than :data:`MAX_DEPTH`, naming the field."""
-    path = deep_path(data, MAX_DEPTH) or ""
+def not_writable(data: Any, error: Exception) -> MalformedReportError:
+    """The refusal of a value orjson cannot write: too deep (naming the field), or why not.
+
+    (An SDK caller may pass what JSON cannot hold, such as an integer past 64 bits.)
+    """
+    path = deep_path(data, MAX_DEPTH)
+    if path is None:
+        return MalformedReportError(f"the report cannot be written as JSON: {error}")
     return MalformedReportError(
         f"the report is nested more than {MAX_DEPTH} levels deep; no report needs that",
-        [FieldIssue(path or "(body)", f"nested more than {MAX_DEPTH} levels deep")],
+        [FieldIssue(path or "(the report)", f"nested more than {MAX_DEPTH} levels deep")],
     )
 
 

@@ -228,3 +228,76 @@ def test_deep_nesting_never_gets_a_server_error(
     statuses = [r["status"] for r in answer.json()["results"]]
     assert statuses[:2] == [201, 201], answer.text[:500]
     assert statuses[2] in {400, 403, 422}, answer.text[:500]
+
+
+_JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**80), max_value=2**80)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner),
+    max_leaves=12,
+)
+_FIELDS = [
+    ("type",),
+    ("header",),
+    ("header", "message_id"),
+    ("header", "originator"),
+    ("header", "created_at"),
+    ("header", "releasable_to"),
+    ("header", "links"),
+    ("detected_at",),
+    ("location",),
+    ("location", "border_section"),
+    ("persons",),
+    ("unknown",),
+]
+
+
+@given(
+    value=_JSON_VALUES,
+    where=st.sampled_from(_FIELDS),
+    door=st.sampled_from(["single", "single with Idempotency-Key", "JSON batch", "NDJSON batch"]),
+)
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+    database=None,
+)
+def test_any_json_in_any_field_gets_an_answer_never_a_server_error(
+    gateway_process: str, value: Any, where: tuple[str, ...], door: str
+) -> None:
+    token = os.environ["_OIX_FUZZ_TOKEN"]
+    report = _incident(message_id=door != "single with Idempotency-Key")
+    target = report
+    for step in where[:-1]:
+        target = target[step]
+    target[where[-1]] = value
+    body = orjson.dumps(report)
+    headers = {**bearer(token), "content-type": "application/json"}
+    if door.startswith("single"):
+        if door.endswith("Key"):
+            headers["Idempotency-Key"] = f"any-{uuid.uuid4()}"
+        answer = httpx.post(
+            f"{gateway_process}/v1/reports", content=body, headers=headers, timeout=30
+        )
+        assert answer.status_code in {201, 400, 403, 409, 422}, answer.text[:500]
+        if answer.status_code != 201:
+            assert answer.headers["content-type"] == "application/problem+json"
+        return
+    good = orjson.dumps(_incident(message_id=True))
+    if door == "JSON batch":
+        content = b"[" + good + b"," + body + b"]"
+    else:
+        content = good + b"\n" + body
+        headers["content-type"] = "application/x-ndjson"
+    answer = httpx.post(
+        f"{gateway_process}/v1/reports:batch", content=content, headers=headers, timeout=30
+    )
+    assert answer.status_code == 200, answer.text[:500]
+    statuses = [r["status"] for r in answer.json()["results"]]
+    assert statuses[0] == 201, answer.text[:500]
+    assert statuses[1] in {201, 400, 403, 409, 422}, answer.text[:500]
