@@ -7,12 +7,13 @@ answer down while the good reports were already on the bus.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
 import orjson
 import pytest
-from gateway_support import AGENCY, incident, read_until
+from gateway_support import AGENCY, RunningGateway, incident, read_until
 
 from services.bus import Exchange
 
@@ -151,3 +152,39 @@ async def test_a_deep_type_or_originator_is_named_not_repeated(
     assert answer.status_code == expected, answer.text
     assert answer.headers["content-type"] == PROBLEM
     assert "an array" in answer.json()["detail"]
+
+
+async def test_an_unforeseen_failure_is_a_problem_for_that_report_alone(
+    client: httpx.AsyncClient,
+    gateway: RunningGateway,
+    exchange: Exchange,
+    bootstrap: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Fault injection: a bug that raises while one report is checked.
+    claims = gateway.service.pipeline._admission._claims  # the fault's place
+    assert claims is not None
+    check = claims.check
+
+    def buggy(report: Any, now: Any = None) -> None:
+        if getattr(report, "narrative", "") == "poison":
+            raise RuntimeError("a bug")
+        check(report, now)
+
+    monkeypatch.setattr(claims, "check", buggy)
+    poison = incident()
+    poison["narrative"] = "poison"
+    single = await client.post("/v1/reports", json=poison)
+    assert single.status_code == 500, single.text
+    assert single.headers["content-type"] == PROBLEM
+    assert single.json()["code"] == "internal"
+
+    good = [incident(), incident()]
+    poison = {**poison, "header": {**poison["header"], "message_id": str(uuid.uuid4())}}
+    batch = await client.post("/v1/reports:batch", json=[good[0], poison, good[1]])
+    assert batch.status_code == 200, batch.text
+    assert [r["status"] for r in batch.json()["results"]] == [201, 500, 201]
+    ids = [r["header"]["message_id"] for r in good]
+    topic = exchange.router.naming.feed(AGENCY, "incidents")
+    landed = await read_until(bootstrap, exchange, [topic], ids)
+    assert {r.message_id for r in landed} >= set(ids)
