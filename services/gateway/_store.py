@@ -142,12 +142,7 @@ class Store:
                     f"knows {SCHEMA_VERSION})",
                 )
             db.executescript(_SCHEMA)
-            if "observed_at" not in {
-                r[1] for r in db.execute("PRAGMA table_info(acknowledgements)")
-            }:
-                db.execute(
-                    "ALTER TABLE acknowledgements ADD COLUMN observed_at TEXT"
-                )  # older files
+            _add_observed_at(db)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise ConfigError(f"{path}: cannot open the gateway store: {exc}") from exc
@@ -350,3 +345,10 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _add_observed_at(db: sqlite3.Connection) -> None:
+    """The column a file written before acknowledgements kept their observed time lacks."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(acknowledgements)")}
+    if "observed_at" not in columns:
+        db.execute("ALTER TABLE acknowledgements ADD COLUMN observed_at TEXT")
