@@ -111,7 +111,7 @@ async def start_producer(settings: Settings, bootstrap: str, **overrides: Any) -
 
     With ``kafka_idempotence="auto"`` a broker that refuses InitProducerId (the
     embedded broker does) gets a plain acks=all producer and a warning saying
-    that a retried send may be written twice; consumers dedupe by message id.
+    that a retried send may be written twice; consumers dedupe by (originator, message id).
     """
     options = producer_options(settings, bootstrap, **overrides)
     if settings.kafka_idempotence != "off":
@@ -130,7 +130,7 @@ async def start_producer(settings: Settings, bootstrap: str, **overrides: Any) -
             _NO_IDEMPOTENCE.add(bootstrap)
             warn(
                 "idempotent producer not available on this broker; retries may duplicate "
-                "records, consumers deduplicate by message id",
+                "records, consumers deduplicate by (originator, message id)",
                 bootstrap=bootstrap,
                 error=repr(exc),
             )

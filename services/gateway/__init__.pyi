@@ -4,10 +4,13 @@ from ._errors import BrokerUnavailableError as BrokerUnavailableError
 from ._errors import ForbiddenError as ForbiddenError
 from ._errors import GatewayError as GatewayError
 from ._errors import IdempotencyConflictError as IdempotencyConflictError
+from ._errors import InternalError as InternalError
 from ._errors import MalformedReportError as MalformedReportError
+from ._errors import MessageIdTakenError as MessageIdTakenError
 from ._errors import NotFoundError as NotFoundError
 from ._errors import PayloadTooLargeError as PayloadTooLargeError
 from ._errors import ReportRejectedError as ReportRejectedError
+from ._errors import RequestTimeoutError as RequestTimeoutError
 from ._errors import ServiceUnavailableError as ServiceUnavailableError
 from ._errors import ShuttingDownError as ShuttingDownError
 from ._errors import UnauthorizedError as UnauthorizedError

@@ -1,7 +1,10 @@
 """Partners' Acknowledgement messages for this agency's reports, read from the bus.
 
 A partner acknowledges on its own topics: its coordination feed, or its
-bilateral channel to this agency. The reader follows those partitions itself
+bilateral channel to this agency. The reader follows those and every other
+topic released to this agency (it notes from each record's headers the
+message ids other parties use: see :mod:`._message_ids`; only
+acknowledgements are decoded). It follows the partitions itself
 (no consumer group: every gateway replica keeps a complete picture in its own
 store) with the bus's :class:`~services.bus.Follower`, and keeps its read
 positions in the store, in the same transaction as the acknowledgements, so
@@ -18,12 +21,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.bus import (
+    H_MESSAGE_ID,
+    H_ORIGINATOR,
     H_TYPE,
     Acknowledgement,
     Admitted,
@@ -71,7 +78,30 @@ def acknowledgement_topics(exchange: Exchange, agency: str) -> list[str]:
     return sorted(topics)
 
 
-def _one(_: object) -> int:
+def released_topics(exchange: Exchange, agency: str) -> list[str]:
+    """Every topic partners release to ``agency``: their feeds to it, their channels to it.
+
+    Read for acknowledgements and, from every record's headers, the message
+    ids other parties use (see :mod:`._message_ids`).
+    """
+    naming = exchange.router.naming
+    topics = set(acknowledgement_topics(exchange, agency))
+    for release in exchange.agreement.releases:
+        if agency in release.to:
+            topics.update(naming.feed(release.from_, feed) for feed in release.feeds)
+    return sorted(topics)
+
+
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """What one record tells the gateway: another party's message id, and maybe an ack."""
+
+    seen: tuple[str, str] | None
+    """(message id, originator) as the headers say, when another party's."""
+    ack: PartnerAck | None
+
+
+def _one(_: object) -> int:  # every record weighs 1: the count bounds a write
     return 1
 
 
@@ -96,7 +126,7 @@ class AcknowledgementReader:
         self._metrics = metrics
         self._metadata = metadata
         self._refresh_s = gateway.ack_refresh_interval
-        self.topics = acknowledgement_topics(exchange, agency)
+        self.topics = released_topics(exchange, agency)
         self._follower = Follower(
             settings,
             bootstrap,
@@ -174,10 +204,19 @@ class AcknowledgementReader:
             found[tp] = Position.start() if offset is None else Position.at(offset)
         return found
 
-    async def _open(self, admitted: list[Admitted]) -> list[PartnerAck | None]:
-        return [self._acknowledgement(record) for record, _ in admitted]
+    async def _open(self, admitted: list[Admitted]) -> list[_Read]:
+        return [_Read(self._seen(record), self._acknowledgement(record)) for record, _ in admitted]
 
-    async def _record(self, batch: Batch[PartnerAck | None]) -> None:
+    def _seen(self, record: KafkaRecord) -> tuple[str, str] | None:
+        headers = dict(record.headers)
+        try:
+            message_id = headers[H_MESSAGE_ID].decode()
+            originator = headers[H_ORIGINATOR].decode()
+        except (KeyError, UnicodeDecodeError, AttributeError):
+            return None
+        return (message_id, originator) if originator != self._agency else None
+
+    async def _record(self, batch: Batch[_Read]) -> None:
         for event in batch.events:
             if event.kind is LogEventKind.LOG_RESET:
                 log.error(
@@ -188,9 +227,12 @@ class AcknowledgementReader:
                     partition=event.partition,
                     position=event.last_offset,
                 )
-        acks = [a for a in batch.items if a is not None]
+        seen = [r.seen for r in batch.items if r.seen is not None]
+        if seen:
+            self._store.record_foreign_ids(seen)
+        acks = [r.ack for r in batch.items if r.ack is not None]
         mine = self._store.known(a.acknowledged_message_id for a in acks)
-        acks = [a for a in acks if a.acknowledged_message_id in mine]
+        acks = [a for a in acks if a.acknowledged_message_id in mine and self._recipient(a)]
         self._store.record_acknowledgements(
             acks,
             {(tp.topic, tp.partition): p.next_offset for tp, p in batch.positions.items()},
@@ -204,6 +246,26 @@ class AcknowledgementReader:
                     party=ack.party,
                     status=ack.status,
                 )
+
+    def _recipient(self, ack: PartnerAck) -> bool:
+        """Whether the acknowledging party is one the message was released to.
+
+        Its signature proves who acknowledges, not that it ever was a recipient:
+        an acknowledgement from anyone else is said and never counted.
+        """
+        published = self._store.published(ack.acknowledged_message_id)
+        if published is not None and ack.party in published.accepted.releasable_to:
+            return True
+        log.warning(
+            "ignoring an acknowledgement from a party the message was not released to",
+            message_id=ack.acknowledged_message_id,
+            party=ack.party,
+            ack_message_id=ack.ack_message_id,
+            topic=ack.delivery.topic,
+            partition=ack.delivery.partition,
+            offset=ack.delivery.offset,
+        )
+        return False
 
     def _acknowledgement(self, record: KafkaRecord) -> PartnerAck | None:
         # The type header lets every other report pass without decoding it.
@@ -230,4 +292,6 @@ class AcknowledgementReader:
             note=report.note,
             created_at=report.header.created_at.isoformat(),
             delivery=Delivery(record.topic, record.partition, record.offset),
+            # The partner's created_at is its claim; this is what the gateway saw.
+            observed_at=datetime.now(UTC).isoformat(),
         )

@@ -24,12 +24,15 @@ from services.bus import (
     FieldIssue,
     LinkRelation,
     Report,
+    get_logger,
     issue_from_message,
 )
+from services.gateway._claims import ClaimCheck
 from services.gateway._delivery import Group, GroupDelivery, Prepared
 from services.gateway._errors import (
     GatewayError,
     IdempotencyConflictError,
+    InternalError,
     ReportRejectedError,
 )
 from services.gateway._intake import (
@@ -40,9 +43,11 @@ from services.gateway._intake import (
     validate,
     with_defaults,
 )
+from services.gateway._message_ids import ForeignIds
 from services.gateway._results import Accepted
 from services.gateway._store import Published, Store
 
+log = get_logger(__name__)
 _ROUTES_REMEMBERED = 4096
 
 
@@ -80,6 +85,7 @@ class Admission:
         store: Store,
         delivery: GroupDelivery,
         window: timedelta,
+        claims: ClaimCheck | None = None,
     ) -> None:
         self.exchange = exchange
         self.agency = agency
@@ -87,6 +93,8 @@ class Admission:
         self._delivery = delivery
         self._sealer = exchange.sealer(agency)
         self._window = window
+        self._claims = claims
+        self._foreign = ForeignIds()
         self._routes: dict[tuple[str, tuple[str, ...]], list[str]] = {}
 
     def unseen(self, submissions: Sequence[Submission]) -> set[str]:
@@ -104,7 +112,9 @@ class Admission:
                     named.append(message_id)
         if not named:
             return set()
-        return set(named) - self.store.known(named)
+        unseen = set(named) - self.store.known(named)
+        self._foreign.look_up(self.store, unseen)
+        return unseen
 
     def prepare(self, submission: Submission, unseen: set[str]) -> Prepared | Accepted:
         """Check one report: sealed and routed, ready to send, or the first answer again.
@@ -112,16 +122,31 @@ class Admission:
         ``unseen`` holds message ids the store did not have a moment ago.
 
         Raises:
-            GatewayError: the report is refused, with the reason.
+            GatewayError: the report is refused, with the reason (an unforeseen
+                failure is an :class:`InternalError` for this report alone, so a
+                batch still answers for the reports already on the bus).
             Waiting: it depends on a message in flight (its original, or its first attempt).
         """
+        try:
+            return self._prepare(submission, unseen)
+        except (GatewayError, Waiting):
+            raise
+        except Exception as exc:
+            log.exception("checking a report failed")
+            raise InternalError(
+                f"the gateway failed to check this report ({type(exc).__name__}); it was not "
+                "published"
+            ) from exc
+
+    def _prepare(self, submission: Submission, unseen: set[str]) -> Prepared | Accepted:
         data = submission.data
         if isinstance(data, GatewayError):
             raise data
         key = submission.idempotency_key
         if isinstance(data, Report):
             check_originator(data.header.originator, self.agency)
-            named = key is not None or "message_id" in data.header.model_fields_set
+            chosen = "message_id" in data.header.model_fields_set
+            named = key is not None or chosen
             fingerprint = fingerprint_of(data) if named else ""
             report = with_defaults(data, self.exchange.agreement)
         else:
@@ -131,7 +156,8 @@ class Admission:
             header = data.get("header")
             if isinstance(header, dict):
                 check_originator(header.get("originator"), self.agency)
-            named = key is not None or (isinstance(header, dict) and "message_id" in header)
+            chosen = isinstance(header, dict) and "message_id" in header
+            named = key is not None or chosen
             fingerprint = fingerprint_of(data) if named else ""
             releasable_to = self._cancelled_releasability(report_type, data)
             report = validate(
@@ -139,9 +165,13 @@ class Admission:
             )
         message_id = str(report.header.message_id)
         # A message id the gateway made up just now cannot have been used before.
-        replay = self._replay(message_id, key, fingerprint, unseen) if named else None
+        replay = (
+            self._replay(message_id, key, fingerprint, unseen, chosen=chosen) if named else None
+        )
         if replay is not None:
             return replay
+        if self._claims is not None:
+            self._claims.check(report)
         topics, kafka_key = self._route(report)
         sealed = self._sealer.seal(report, key=kafka_key, traceparent=submission.traceparent)
         header = report.header
@@ -171,15 +201,23 @@ class Admission:
         return list(original.releasable_to)
 
     def _replay(
-        self, message_id: str, key: str | None, fingerprint: str, unseen: set[str]
+        self,
+        message_id: str,
+        key: str | None,
+        fingerprint: str,
+        unseen: set[str],
+        *,
+        chosen: bool,
     ) -> Accepted | None:
         """The first answer for a retry, or None for a new report.
 
-        ``message_id`` in ``unseen``: the store did not have it a moment ago.
+        ``message_id`` in ``unseen``: the store did not have it a moment ago;
+        ``chosen``: the client chose it (one the gateway made up is new anyway).
 
         Raises:
             IdempotencyConflictError: the id or key was used for a different request, or the
-                message was accepted before the idempotency window.
+                message was accepted before the idempotency window; another party
+                was seen using the id (:class:`MessageIdTakenError`).
             Waiting: the first attempt is still in flight.
         """
         if key is not None:
@@ -189,10 +227,10 @@ class Admission:
         in_flight = self._delivery.group_of(message_id)
         if in_flight is not None:
             raise Waiting(in_flight, message_id, reference=False)
-        if message_id in unseen:
-            return None
-        first = self.store.published(message_id)
+        first = None if message_id in unseen else self.store.published(message_id)
         if first is None:
+            if chosen:
+                self._foreign.refuse(self.store, message_id, self.agency, unseen)
             return None
         if first.fingerprint != fingerprint:
             raise IdempotencyConflictError(

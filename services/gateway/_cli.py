@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,15 @@ from rich.table import Table
 from services.bus import OixError, stop_on_signals
 from services.gateway._settings import GatewaySettings, load_gateway_settings, tokens_path
 from services.gateway._tokens import create_token, read_tokens, revoke_token
-from services.host import EXIT_CONFIG, err, fail, out, run, settings_or_exit
+from services.host import (
+    EXIT_CONFIG,
+    broker_settings_or_exit,
+    err,
+    fail,
+    out,
+    run,
+    settings_or_exit,
+)
 
 commands = typer.Typer(
     name="gateway",
@@ -56,7 +65,8 @@ def run_command(
     # uvicorn and FastAPI load only to serve, not for `oix --help`.
     from services.gateway._server import run_gateway  # noqa: PLC0415  # fast --help
 
-    settings = settings_or_exit()
+    # Without OIX_BOOTSTRAP: the broker of the `oix up` running with the same data.
+    settings = broker_settings_or_exit()
     gateway = _gateway_settings(agency=agency, host=host, port=port, tokens_file=tokens_file)
 
     async def serve() -> None:
@@ -73,6 +83,36 @@ def run_command(
         out.print("gateway stopped")
 
     run(serve)
+
+
+@commands.command("example")
+def example_command(
+    report_type: Annotated[str, typer.Argument(help="A report type, e.g. IncidentReport.")],
+    agency: Annotated[
+        str,
+        typer.Option(help="The agency that publishes it, e.g. LV-VRS [env: OIX_GATEWAY_AGENCY]."),
+    ],
+) -> None:
+    """Print an example report as an agency system would send it today (JSON, to pipe to curl).
+
+    The one `/docs` offers: from deploy/examples, rewritten for the agency and
+    moved to the present (the gateway refuses times far from now).
+    """
+    # FastAPI (under the OpenAPI module) loads only for this command, not for `oix --help`.
+    from services.bus import Exchange  # noqa: PLC0415  # fast --help: the codec
+    from services.gateway._openapi import examples_for  # noqa: PLC0415  # fast --help: FastAPI
+
+    settings = settings_or_exit()
+    try:
+        exchange = Exchange.from_settings(settings)
+    except OixError as exc:
+        raise fail(str(exc), EXIT_CONFIG) from None
+    examples = examples_for(exchange, agency)
+    if report_type not in examples:
+        known = ", ".join(sorted(examples)) or "none: is the agency in the agreement?"
+        raise fail(f"no example of {report_type!r} for {agency}; there are: {known}")
+    # Plain JSON, never wrapped to the terminal's width: it is piped to curl.
+    typer.echo(json.dumps(examples[report_type]["value"], indent=2, ensure_ascii=False))
 
 
 @token_app.command("create")

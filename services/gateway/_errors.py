@@ -13,6 +13,34 @@ from collections.abc import Sequence
 
 from services.bus import FieldIssue, OixError
 
+MAX_DETAIL = 1000
+"""Characters of a refusal's detail kept: it may quote what the client sent."""
+MAX_ISSUE_TEXT = 300
+"""Characters of a failing field's path and of its reason kept."""
+MAX_ISSUES = 100
+"""Failing fields listed in one refusal; a last issue says how many more there were."""
+
+
+def clip(text: str, limit: int) -> str:
+    """``text`` cut to about ``limit`` characters, saying how much was cut.
+
+    Client-supplied strings (a 1 MB ``type`` or ``originator``) are quoted in
+    answers and log lines only this far.
+    """
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit} more characters)"
+
+
+def _clipped(issues: Sequence[FieldIssue]) -> list[FieldIssue]:
+    kept = [
+        FieldIssue(clip(i.path, MAX_ISSUE_TEXT), clip(i.reason, MAX_ISSUE_TEXT))
+        for i in issues[:MAX_ISSUES]
+    ]
+    if len(issues) > MAX_ISSUES:
+        kept.append(FieldIssue("(more)", f"{len(issues) - MAX_ISSUES} more failing fields"))
+    return kept
+
 
 class GatewayError(OixError):
     """A report or request the gateway did not accept, and why."""
@@ -27,10 +55,11 @@ class GatewayError(OixError):
         issues: Sequence[FieldIssue] = (),
         message_id: str | None = None,
     ) -> None:
-        self.detail = detail
-        self.issues = list(issues)
+        # Clipped here, once, so no answer or log line repeats a huge client string.
+        self.detail = clip(detail, MAX_DETAIL)
+        self.issues = _clipped(issues)
         self.message_id = message_id
-        super().__init__(detail)
+        super().__init__(self.detail)
 
 
 class MalformedReportError(GatewayError):
@@ -65,12 +94,26 @@ class NotFoundError(GatewayError):
     title = "Not found"
 
 
+class RequestTimeoutError(GatewayError):
+    """The client did not send its whole body in time; the connection is closed."""
+
+    status = 408
+    code = "timeout"
+    title = "Request timeout"
+
+
 class IdempotencyConflictError(GatewayError):
     """A message id or Idempotency-Key was already used for a different request."""
 
     status = 409
     code = "conflict"
     title = "Conflict"
+
+
+class MessageIdTakenError(IdempotencyConflictError):
+    """Another party was seen using the message id: ids are unique per originator."""
+
+    code = "message_id_taken"
 
 
 class PayloadTooLargeError(GatewayError):
@@ -95,6 +138,14 @@ class ReportRejectedError(GatewayError):
     status = 422
     code = "invalid"
     title = "Report rejected"
+
+
+class InternalError(GatewayError):
+    """The gateway failed on this report (a bug): said as a problem, per report, never a crash."""
+
+    status = 500
+    code = "internal"
+    title = "Internal error"
 
 
 class ServiceUnavailableError(GatewayError):

@@ -12,6 +12,7 @@ from functools import partial
 from fastapi import FastAPI
 
 from services.gateway._findings import findings
+from services.gateway._docs import add_docs
 from services.gateway._openapi import openapi_document
 from services.gateway._problems import add_problem_handlers
 from services.gateway._routes import operations, reports
@@ -37,7 +38,7 @@ def create_app(service: GatewayService) -> FastAPI:
         title=f"OIX gateway for {service.agency}",
         version="1",
         description=_DESCRIPTION,
-        docs_url="/docs",
+        docs_url=None,  # served by ._docs, with local assets
         redoc_url=None,
         openapi_url="/openapi.json",
     )
@@ -48,6 +49,7 @@ def create_app(service: GatewayService) -> FastAPI:
     # (measured: 65 against 52 µs for /healthz), more than the bearer check costs.
     app.router.routes.extend([*reports.routes, *operations.routes])
     app.router.routes.extend(findings.routes)
+    add_docs(app)
     # Rebuilt per request: the examples carry present-day times.
     app.openapi = partial(openapi_document, app, service.exchange, service.agency)  # type: ignore[method-assign]  # FastAPI's documented override
     return app

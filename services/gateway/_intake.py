@@ -7,7 +7,7 @@ report is checked the same way whichever door it came through.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import orjson
@@ -20,13 +20,21 @@ from services.bus import (
     ReportValidationError,
     parse_report,
 )
-from services.gateway._errors import ForbiddenError, MalformedReportError, ReportRejectedError
+from services.gateway._errors import (
+    ForbiddenError,
+    MalformedReportError,
+    ReportRejectedError,
+    clip,
+)
 
 FILLED_BY_GATEWAY = ("message_id", "created_at", "originator")
 """Header fields a client may leave out because the gateway always knows them."""
 DEFAULTED_BY_AGREEMENT = ("classification", "tlp", "handling", "retention_days", "priority")
 """Header fields a client may leave out; the agreement's ``defaults`` fill them."""
 _KNOWN = ", ".join(sorted(REPORT_MODELS))
+MAX_DEPTH = 254
+"""How deeply a report's JSON may nest: as deep as orjson writes (a report needs about 5)."""
+_PATH_STEPS = 6
 
 
 def decode_json(body: bytes) -> Any:
@@ -64,8 +72,54 @@ def fingerprint_of(data: Mapping[str, Any] | Report) -> str:
     if isinstance(data, Report):
         raw = data.model_dump_json().encode()
     else:
-        raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        try:
+            raw = orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        except orjson.JSONEncodeError as exc:
+            # orjson writes at most 255 levels but reads 1024: a report nested
+            # deeper than it can write is refused as malformed, never a 500.
+            raise not_writable(data, exc) from None
     return hashlib.sha256(raw).hexdigest()
+
+
+def not_writable(data: Any, error: Exception) -> MalformedReportError:
+    """The refusal of a value orjson cannot write: too deep (naming the field), or why not.
+
+    (An SDK caller may pass what JSON cannot hold, such as an integer past 64 bits.)
+    """
+    path = deep_path(data, MAX_DEPTH)
+    if path is None:
+        return MalformedReportError(f"the report cannot be written as JSON: {error}")
+    return MalformedReportError(
+        f"the report is nested more than {MAX_DEPTH} levels deep; no report needs that",
+        [FieldIssue(path or "(the report)", f"nested more than {MAX_DEPTH} levels deep")],
+    )
+
+
+def deep_path(data: Any, limit: int) -> str | None:
+    """The path of the first value nested more than ``limit`` levels deep, or None.
+
+    Iterative, so no depth of input can exhaust the interpreter's stack; the
+    path is cut after a few steps (it names the field, not all of its levels).
+    """
+    stack: list[tuple[Any, int, tuple[str, ...]]] = [(data, 0, ())]
+    while stack:
+        value, depth, path = stack.pop()
+        if isinstance(value, dict):
+            children: Iterable[tuple[str, Any]] = ((f".{k}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            children = ((f"[{i}]", v) for i, v in enumerate(value))
+        else:
+            continue
+        if depth >= limit:
+            return _path_text(path)
+        for step, child in children:
+            stack.append((child, depth + 1, (*path, step) if len(path) < _PATH_STEPS else path))
+    return None
+
+
+def _path_text(path: tuple[str, ...]) -> str:
+    text = "".join(path).lstrip(".")
+    return clip(f"{text}…" if len(path) >= _PATH_STEPS else text, 200)
 
 
 def report_type_of(data: Any) -> str:
@@ -85,15 +139,31 @@ def report_type_of(data: Any) -> str:
             [FieldIssue("type", f"missing; one of: {_KNOWN}")],
         )
     if not isinstance(report_type, str) or report_type not in REPORT_MODELS:
+        # Quoted clipped, and only a string: the repr of a deeply nested value
+        # could exhaust the interpreter's recursion limit.
+        named = quoted(report_type)
         raise MalformedReportError(
-            f"unknown report type {report_type!r}",
-            [FieldIssue("type", f"unknown report type {report_type!r}; one of: {_KNOWN}")],
+            f"unknown report type {named}",
+            [FieldIssue("type", f"unknown report type {named}; one of: {_KNOWN}")],
         )
     return report_type
 
 
+def quoted(value: object, limit: int = 100) -> str:
+    """A client-supplied value as an answer may quote it: a clipped string, or its JSON kind."""
+    if isinstance(value, str):
+        return repr(clip(value, limit))
+    return _json_kind(value)
+
+
 def _json_kind(value: Any) -> str:
-    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    kinds = {
+        list: "an array",
+        dict: "an object",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+    }
     return kinds.get(type(value), "a number")
 
 
@@ -105,7 +175,7 @@ def check_originator(claimed: object, agency: str) -> None:
     """
     if claimed is not None and claimed != agency:
         raise ForbiddenError(
-            f"header.originator is {claimed!r}, but this gateway publishes for {agency} only "
+            f"header.originator is {quoted(claimed)}, but this gateway publishes for {agency} only "
             "and never signs for another agency",
             [FieldIssue("header.originator", f"must be {agency} (or left out)")],
         )

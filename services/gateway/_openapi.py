@@ -48,7 +48,7 @@ class Problem(BaseModel):
     code: str = Field(
         description="Machine-readable reason: malformed, unauthorized, forbidden, not_found, "
         "conflict, too_large, unsupported_media_type, invalid, broker_unavailable, "
-        "shutting_down.",
+        "shutting_down, timeout, internal, message_id_taken.",
     )
     issues: list[Issue] = Field(description="Every failing field, when fields are at fault.")
     message_id: str | None = Field(
@@ -100,12 +100,19 @@ class BatchBody(BaseModel):
 
 
 class PartnerAcknowledgementBody(BaseModel):
-    """A partner's Acknowledgement of the message."""
+    """A partner's Acknowledgement of the message; only parties it was released to count."""
 
     party: str
     status: str = Field(description="RECEIVED, READ or ACTIONED.")
     ack_message_id: str
-    acknowledged_at: str
+    claimed_at: str = Field(
+        description="When the partner says it acknowledged (its header.created_at): a claim, "
+        "signed but not checked against any clock.",
+    )
+    observed_at: str | None = Field(
+        description="When this gateway read the acknowledgement from the bus (null for one "
+        "recorded by an older gateway).",
+    )
     note: str | None
     topic: str
     partition: int
@@ -143,7 +150,9 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         401: "Missing or unknown bearer token.",
         403: "The token's agency is not this gateway's, or the report claims another originator.",
         404: "No such message was published through this gateway.",
-        409: "The message id or Idempotency-Key was already used for a different request.",
+        408: "The body did not arrive in time; the connection is closed.",
+        409: "The message id or Idempotency-Key was already used for a different request, "
+        "or another party was seen using the message id.",
         413: "The body (or the batch) is over the limit.",
         415: "The body is neither JSON nor NDJSON.",
         422: "The report is invalid, breaks the agreement, or corrects/cancels an unknown "
@@ -211,7 +220,7 @@ def examples_for(exchange: Exchange, agency: str) -> dict[str, dict[str, Any]]:
             continue
         # Each on its own, so each is created now and its deadlines lie ahead.
         report = freshen([example.report])[0]
-        body: dict[str, Any] | None = _as_agency(report, agency)
+        body: dict[str, Any] | None = _as_agency(report, agency, _sections(exchange))
         if body is not None and not isinstance(report, Cancellation):
             body = _routable(exchange, body, agency)
         if body is None:
@@ -223,13 +232,22 @@ def examples_for(exchange: Exchange, agency: str) -> dict[str, dict[str, Any]]:
     return chosen
 
 
-def _as_agency(report: Report, agency: str) -> dict[str, Any]:
+def _sections(exchange: Exchange) -> dict[str, list[str]]:
+    return {code: p.border_sections for code, p in exchange.agreement.parties.items()}
+
+
+def _as_agency(report: Report, agency: str, sections: dict[str, list[str]]) -> dict[str, Any]:
     author = report.header.originator
     text = orjson.dumps(report.model_dump(mode="json", exclude_defaults=True)).decode()
     if author != agency:
-        marker = "\x00"
-        text = text.replace(f'"{agency}"', marker)
-        text = text.replace(f'"{author}"', f'"{agency}"').replace(marker, f'"{author}"')
+        # The two parties swap places, and so do their border sections (by position),
+        # so the example stays on the right border for the gateway's checks.
+        swaps = {author: agency, agency: author}
+        theirs, ours = sections.get(author, []), sections.get(agency, [])
+        if theirs and ours:
+            swaps |= {section: ours[i % len(ours)] for i, section in enumerate(theirs)}
+            swaps |= {section: theirs[i % len(theirs)] for i, section in enumerate(ours)}
+        text = _swap(text, swaps)
     body: dict[str, Any] = orjson.loads(text)
     body["type"] = report.report_type
     header = body["header"]
@@ -241,6 +259,16 @@ def _as_agency(report: Report, agency: str) -> dict[str, Any]:
     if not header["links"]:
         del header["links"]
     return body
+
+
+def _swap(text: str, replacements: dict[str, str]) -> str:
+    """``text`` with every JSON string in ``replacements`` replaced, all at once."""
+    marked = text
+    for index, old in enumerate(replacements):
+        marked = marked.replace(f'"{old}"', f'"\x00{index}\x00"')
+    for index, new in enumerate(replacements.values()):
+        marked = marked.replace(f'"\x00{index}\x00"', f'"{new}"')
+    return marked
 
 
 def _routable(exchange: Exchange, body: dict[str, Any], agency: str) -> dict[str, Any] | None:

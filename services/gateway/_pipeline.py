@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer
 
 from services.bus import Exchange, Settings, get_logger, trace_id_of
 from services.gateway._admission import Admission, Submission, Waiting
+from services.gateway._claims import claim_check
 from services.gateway._delivery import GROUP_SIZE, GroupDelivery, Placed, Prepared, late
 from services.gateway._errors import GatewayError, NotFoundError, ShuttingDownError
 from services.gateway._metrics import Metrics
@@ -86,6 +87,7 @@ class Pipeline:
             store=store,
             delivery=self._delivery,
             window=gateway.idempotency_window,
+            claims=claim_check(exchange.agreement, gateway),
         )
         self._closing = False
 
@@ -181,9 +183,12 @@ class Pipeline:
                 f"no message {message_id} was published by {self.agency} through this gateway",
                 message_id=message_id,
             )
-        acks = self.store.acknowledgements(message_id)
+        released = published.accepted.releasable_to
+        # Only recipients' acknowledgements count (the reader records no others now;
+        # a store written before it did may hold some).
+        acks = [a for a in self.store.acknowledgements(message_id) if a.party in released]
         acked = {a.party for a in acks}
-        awaiting = [p for p in published.accepted.releasable_to if p not in acked]
+        awaiting = [p for p in released if p not in acked]
         return Status(published.accepted, acks, awaiting)
 
     async def close(self, grace: float) -> None:

@@ -18,11 +18,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from services.bus import FieldIssue
 from services.gateway._errors import (
     GatewayError,
+    InternalError,
     ReportRejectedError,
+    RequestTimeoutError,
     ServiceUnavailableError,
     UnauthorizedError,
 )
 from services.gateway._openapi import PROBLEM_MEDIA_TYPE
+
+# Not a 413: closing while the client still sends its body would reset the
+# connection before it reads the answer.
+_CLOSES_CONNECTION = (UnauthorizedError, RequestTimeoutError)
 
 
 def problem(error: GatewayError) -> Response:
@@ -32,6 +38,9 @@ def problem(error: GatewayError) -> Response:
         headers["Retry-After"] = str(error.retry_after)
     if isinstance(error, UnauthorizedError):
         headers["WWW-Authenticate"] = 'Bearer realm="oix-gateway"'
+    if isinstance(error, _CLOSES_CONNECTION):
+        # An unknown client, or one that stalled, does not keep the connection.
+        headers["Connection"] = "close"
     return Response(
         orjson.dumps(problem_body(error)),
         status_code=error.status,
@@ -87,8 +96,19 @@ async def on_http_error(_: Request, error: Exception) -> Response:
     )
 
 
+async def on_unexpected_error(_: Request, error: Exception) -> Response:
+    """A failure no handler foresaw: still problem details, never a bare ``text/plain`` 500.
+
+    Starlette logs the exception itself (and re-raises it after this answer).
+    """
+    return problem(
+        InternalError(f"the gateway failed on this request ({type(error).__name__})"),
+    )
+
+
 def add_problem_handlers(app: FastAPI) -> None:
     """Answer every error of ``app`` with problem details."""
+    app.add_exception_handler(Exception, on_unexpected_error)
     app.add_exception_handler(GatewayError, on_gateway_error)
     app.add_exception_handler(RequestValidationError, on_invalid_request)
     app.add_exception_handler(StarletteHTTPException, on_http_error)

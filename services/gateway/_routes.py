@@ -9,6 +9,7 @@ document without costing a validation per request. Each handler finds its
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import uuid
@@ -27,6 +28,7 @@ from services.gateway._errors import (
     MalformedReportError,
     PayloadTooLargeError,
     ReportRejectedError,
+    RequestTimeoutError,
     ServiceUnavailableError,
     UnauthorizedError,
     UnsupportedMediaTypeError,
@@ -159,7 +161,14 @@ def _idempotency_key(service: GatewayService, request: Request) -> str | None:
     return key
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The request body, at most ``limit`` bytes, all of it within ``timeout`` seconds.
+
+    Raises:
+        PayloadTooLargeError: the body is over ``limit``.
+        RequestTimeoutError: it did not arrive in time (a stalled or slow client
+            must not hold a connection: see :mod:`._connections`).
+    """
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLargeError(
@@ -167,13 +176,20 @@ async def _read_body(request: Request, limit: int) -> bytes:
         )
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLargeError(
-                f"the body is over {limit} bytes, the most this endpoint takes"
-            )
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise PayloadTooLargeError(
+                        f"the body is over {limit} bytes, the most this endpoint takes"
+                    )
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeoutError(
+            f"the body did not arrive within {timeout:g} s ({size} bytes came); send it whole "
+            "without pausing"
+        ) from None
     return b"".join(chunks)
 
 
@@ -198,7 +214,7 @@ def is_json(media_type: str) -> bool:
     },
     responses={
         201: {"model": AcceptedBody, "description": "Acknowledged by the broker."},
-        **problem_responses(400, 401, 403, 409, 413, 415, 422, 503),
+        **problem_responses(400, 401, 403, 408, 409, 413, 415, 422, 503),
     },
 )
 async def publish_report(request: Request) -> Response:
@@ -211,7 +227,9 @@ async def publish_report(request: Request) -> Response:
     if not is_json(media_type):
         raise refuse(service, UnsupportedMediaTypeError(f"send application/json, not {media_type}"))
     try:
-        data = decode_json(await _read_body(request, service.gateway.max_body_bytes))
+        gateway = service.gateway
+        body = await read_body(request, gateway.max_body_bytes, gateway.body_timeout)
+        data = decode_json(body)
     except GatewayError as error:
         raise refuse(service, error) from None
     submission = Submission(data, idempotency_key, child_traceparent(traceparent))
@@ -231,7 +249,7 @@ async def publish_report(request: Request) -> Response:
             "description": "Per report: accepted with its coordinates, or refused with "
             "the reasons. Check every item; a Retry-After header means some got 503.",
         },
-        **problem_responses(400, 401, 403, 413, 415),
+        **problem_responses(400, 401, 403, 408, 413, 415),
     },
 )
 async def publish_batch(request: Request) -> Response:
@@ -243,7 +261,7 @@ async def publish_batch(request: Request) -> Response:
     try:
         items = batch_items(
             _media_type(request),
-            await _read_body(request, gateway.max_batch_bytes),
+            await read_body(request, gateway.max_batch_bytes, gateway.body_timeout),
             request.headers.get("idempotency-key"),
             gateway.max_batch_items,
         )
@@ -344,7 +362,8 @@ def status_body(status: Status) -> dict[str, Any]:
                 "party": a.party,
                 "status": a.status,
                 "ack_message_id": a.ack_message_id,
-                "acknowledged_at": a.created_at,
+                "claimed_at": a.created_at,
+                "observed_at": a.observed_at,
                 "note": a.note,
                 "topic": a.delivery.topic,
                 "partition": a.delivery.partition,

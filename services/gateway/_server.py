@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 import uvicorn
 
 from services.bus import ConfigError, Exchange, Settings, get_logger
+from services.gateway._connections import guarded_protocol
 from services.gateway._http import create_app
 from services.gateway._service import GatewayService
 from services.gateway._settings import GatewaySettings
@@ -60,6 +61,11 @@ class GatewayServer:
             access_log=False,
             server_header=False,
             timeout_graceful_shutdown=int(self.service.gateway.shutdown_grace) or None,
+            # What a client may hold (see ._connections): idle and slow clients are
+            # cut off, and past the cap new requests get 503.
+            http=guarded_protocol(self.service.gateway),
+            timeout_keep_alive=self.service.gateway.keep_alive_timeout,
+            limit_concurrency=self.service.gateway.max_connections,
         )
         self._server = _Server(config)
         self._task = asyncio.create_task(

@@ -43,6 +43,21 @@ class GatewaySettings(BaseSettings):
         description="How long a retry with the same message id or Idempotency-Key replays "
         "the first answer (seconds or ISO 8601, e.g. PT24H).",
     )
+    max_time_past: timedelta = Field(
+        default=timedelta(days=366),
+        description="How long ago a report's times (created_at, detected_at, validity, …) "
+        "may lie (seconds or ISO 8601, e.g. P366D).",
+    )
+    max_time_ahead: timedelta = Field(
+        default=timedelta(days=366),
+        description="How far ahead a planned or validity time (needed_until, period_end, "
+        "expected_until, due_at, …) may lie.",
+    )
+    max_clock_skew: timedelta = Field(
+        default=timedelta(minutes=5),
+        description="How far ahead a time of something that happened (created_at, "
+        "detected_at, occurred_at) may lie: the client's clock may run a little fast.",
+    )
     publish_timeout: Annotated[float, Field(gt=0, le=120)] = Field(
         default=5.0,
         description="Seconds to wait for the broker's acknowledgement before answering 503.",
@@ -50,6 +65,25 @@ class GatewaySettings(BaseSettings):
     retry_after: Annotated[int, Field(ge=1, le=3600)] = Field(
         default=5,
         description="Seconds a 503 answer tells the client to wait (Retry-After).",
+    )
+    request_head_timeout: Annotated[float, Field(gt=0, le=600)] = Field(
+        default=10.0,
+        description="Seconds a connection may take to send a request's line and headers, "
+        "counted from when it opens or from the previous answer; then it is closed.",
+    )
+    body_timeout: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=30.0,
+        description="Seconds a request may take to send its whole body; then it is answered "
+        "408 and the connection closed.",
+    )
+    keep_alive_timeout: Annotated[int, Field(ge=1, le=600)] = Field(
+        default=5,
+        description="Seconds an idle keep-alive connection stays open after an answer.",
+    )
+    max_connections: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        default=1000,
+        description="Connections (and requests in progress) served at once; past it a new "
+        "request is answered 503 at once.",
     )
     max_body_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
     max_batch_bytes: Annotated[int, Field(ge=1024)] = 32 * 1024 * 1024

@@ -62,10 +62,15 @@ CREATE TABLE IF NOT EXISTS acknowledgements (
     created_at              TEXT NOT NULL,
     topic                   TEXT NOT NULL,
     partition               INTEGER NOT NULL,
-    "offset"                INTEGER NOT NULL
+    "offset"                INTEGER NOT NULL,
+    observed_at             TEXT
 );
 CREATE INDEX IF NOT EXISTS acknowledgements_by_message
     ON acknowledgements (acknowledged_message_id);
+CREATE TABLE IF NOT EXISTS foreign_ids (
+    message_id TEXT PRIMARY KEY,
+    originator TEXT NOT NULL
+);
 CREATE TABLE IF NOT EXISTS read_positions (
     topic       TEXT NOT NULL,
     partition   INTEGER NOT NULL,
@@ -180,7 +185,10 @@ class PartnerAck:
     status: str
     note: str | None
     created_at: str
+    """When the partner says it acknowledged (its header's created_at): a claim."""
     delivery: Delivery
+    observed_at: str | None = None
+    """When this gateway read it from the bus (None: recorded before this was kept)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +232,7 @@ class Store:
             db.executescript(_SCHEMA)
             if version < SCHEMA_VERSION:
                 _upgrade(db, version)
+            _add_observed_at(db)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.Error as exc:
             raise ConfigError(f"{path}: cannot open the gateway store: {exc}") from exc
@@ -545,7 +554,7 @@ class Store:
         """Partners' acknowledgements of ``message_id``, oldest first."""
         rows = self._db.execute(
             "SELECT ack_message_id, acknowledged_message_id, party, status, note, created_at, "
-            'topic, partition, "offset" FROM acknowledgements '
+            'topic, partition, "offset", observed_at FROM acknowledgements '
             "WHERE acknowledged_message_id = ? ORDER BY created_at, ack_message_id",
             (message_id,),
         ).fetchall()
@@ -558,6 +567,7 @@ class Store:
                 note=row[4],
                 created_at=row[5],
                 delivery=Delivery(row[6], row[7], row[8]),
+                observed_at=row[9],
             )
             for row in rows
         ]
@@ -590,7 +600,7 @@ class Store:
         """
         with self._transaction():
             self._db.executemany(
-                "INSERT OR IGNORE INTO acknowledgements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT OR IGNORE INTO acknowledgements VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (
                         a.ack_message_id,
@@ -602,6 +612,7 @@ class Store:
                         a.delivery.topic,
                         a.delivery.partition,
                         a.delivery.offset,
+                        a.observed_at,
                     )
                     for a in acks
                 ],
@@ -614,6 +625,26 @@ class Store:
                 "DELETE FROM read_positions WHERE topic = ? AND partition = ?",
                 [(t, p) for (t, p), o in positions.items() if o is None],
             )
+
+    def record_foreign_ids(self, seen: Iterable[tuple[str, str]]) -> None:
+        """Remember (message id, originator) pairs other parties used (the first one kept)."""
+        with self._transaction():
+            self._db.executemany("INSERT OR IGNORE INTO foreign_ids VALUES (?, ?)", seen)
+
+    def foreign_originators(self, message_ids: Iterable[str]) -> dict[str, str]:
+        """The other party seen using each of ``message_ids`` that one used."""
+        ids = list(message_ids)
+        found: dict[str, str] = {}
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            found.update(
+                self._db.execute(
+                    f"SELECT message_id, originator FROM foreign_ids WHERE message_id IN ({marks})",  # noqa: S608  # only placeholders
+                    chunk,
+                ).fetchall()
+            )
+        return found
 
     def read_positions(self) -> dict[tuple[str, int], int]:
         """The next offset to read on every partition read so far."""
@@ -685,3 +716,10 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
         self._db.execute("ROLLBACK" if exc_type is not None else "COMMIT")
+
+
+def _add_observed_at(db: sqlite3.Connection) -> None:
+    """The column a file written before acknowledgements kept their observed time lacks."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(acknowledgements)")}
+    if "observed_at" not in columns:
+        db.execute("ALTER TABLE acknowledgements ADD COLUMN observed_at TEXT")

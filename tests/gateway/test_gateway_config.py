@@ -12,7 +12,14 @@ import pytest
 from gateway_support import AGENCY, make_gateway_settings
 
 from services.bus import REPORT_MODELS, ConfigError, Exchange, Settings, parse_report
-from services.gateway import GatewayService, create_token, hash_token, revoke_token
+from services.gateway import (
+    GatewayService,
+    GatewaySettings,
+    create_token,
+    hash_token,
+    revoke_token,
+)
+from services.gateway._claims import claim_check
 from services.gateway._intake import fill_header
 from services.gateway._openapi import examples_for
 from services.gateway._settings import load_gateway_settings
@@ -90,6 +97,7 @@ def test_every_documented_example_is_valid_and_routable_for_every_agency(
 ) -> None:
     examples = examples_for(exchange, agency)
     assert set(examples) == set(REPORT_MODELS)
+    claims = claim_check(exchange.agreement, GatewaySettings())
     for name, entry in examples.items():
         if name == "Cancellation":
             continue
@@ -97,6 +105,7 @@ def test_every_documented_example_is_valid_and_routable_for_every_agency(
         header = report.header
         assert header.originator == agency
         assert exchange.router.topics_for(report.report_type, agency, header.releasable_to)
+        claims.check(report)  # its times and border sections are ones the gateway takes
 
 
 def test_token_create_prints_the_token_once(tmp_path: Path) -> None:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -10,7 +13,8 @@ from gateway_support import PARTNER, RunningGateway, example, incident
 from polling import eventually
 
 from services.bus import Exchange, Report, Settings, parse_report, start_producer
-from services.gateway import GatewaySettings
+from services.gateway import Delivery, GatewaySettings, PartnerAck
+from services.gateway._store import Store
 from services.gateway.sdk import Publisher
 
 
@@ -123,3 +127,81 @@ async def test_status_of_a_message_published_through_the_sdk(
     answer = await client.get(f"/v1/reports/{accepted.message_id.upper()}/status")
     assert answer.status_code == 200, answer.text
     assert answer.json()["offset"] == accepted.offset
+
+
+async def test_only_recipients_acknowledgements_count_with_claimed_and_observed_time(
+    client: httpx.AsyncClient,
+    gateway: RunningGateway,
+    settings: Settings,
+    gateway_settings: GatewaySettings,
+    exchange: Exchange,
+) -> None:
+    # Issue 8: an EE-PPA ack showed as ACTIONED on a report released only to
+    # LT-VSAT, and the ack's own created_at was shown as when it was acknowledged.
+    report = (await client.post("/v1/reports", json=incident(releasable_to=["LT-VSAT"]))).json()
+    message_id = report["message_id"]
+    async with Publisher("EE-PPA", settings, gateway=gateway_settings, exchange=exchange) as ee:
+        stranger = await ee.publish(acknowledgement(message_id, "ACTIONED", ["LV-VRS"]))
+    claimed = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0)
+    async with Publisher(PARTNER, settings, gateway=gateway_settings, exchange=exchange) as lt:
+        ack = acknowledgement(message_id, "RECEIVED", ["LV-VRS"])
+        ack["header"]["created_at"] = claimed.isoformat()  # before the report: only a claim
+        recipient = await lt.publish(ack)
+
+    store = gateway.service.pipeline.store
+
+    def read_past(published: Any) -> bool:
+        position = store.read_positions().get((published.topic, published.partition))
+        return position is not None and position > published.offset
+
+    await eventually(lambda: read_past(stranger) and read_past(recipient), "both acks read")
+    status = (await client.get(f"/v1/reports/{message_id}/status")).json()
+    [only] = status["acknowledgements"]
+    assert (only["party"], only["status"]) == (PARTNER, "RECEIVED")
+    assert status["awaiting"] == []
+    assert datetime.fromisoformat(only["claimed_at"]) == claimed
+    observed = datetime.fromisoformat(only["observed_at"])
+    assert observed >= datetime.fromisoformat(report["accepted_at"])
+    assert observed <= datetime.now(UTC)
+    assert stranger.message_id not in {a.ack_message_id for a in store.acknowledgements(message_id)}
+
+
+def test_a_store_from_before_observed_times_gains_the_column(tmp_path: Path) -> None:
+    path = tmp_path / "LV-VRS.sqlite3"
+    old = sqlite3.connect(path)
+    old.executescript(
+        """
+        CREATE TABLE acknowledgements (
+            ack_message_id TEXT PRIMARY KEY, acknowledged_message_id TEXT NOT NULL,
+            party TEXT NOT NULL, status TEXT NOT NULL, note TEXT, created_at TEXT NOT NULL,
+            topic TEXT NOT NULL, partition INTEGER NOT NULL, "offset" INTEGER NOT NULL
+        );
+        INSERT INTO acknowledgements VALUES ('a1', 'm1', 'LT-VSAT', 'READ', NULL,
+            '2026-01-01T00:00:00+00:00', 't', 0, 7);
+        """
+    )
+    old.commit()
+    old.close()
+    store = Store.open(path)
+    try:
+        [before] = store.acknowledgements("m1")
+        assert before.observed_at is None
+        seen = PartnerAck(
+            "a2",
+            "m1",
+            "LT-VSAT",
+            "ACTIONED",
+            None,
+            "2026-01-01T01:00:00+00:00",
+            Delivery("t", 0, 8),
+            observed_at="2026-01-02T00:00:00+00:00",
+        )
+        store.record_acknowledgements([seen], {("t", 0): 9})
+        assert [a.observed_at for a in store.acknowledgements("m1")] == [
+            None,
+            "2026-01-02T00:00:00+00:00",
+        ]
+    finally:
+        store.close()
+    store = Store.open(path)  # and opens again, the column there
+    store.close()

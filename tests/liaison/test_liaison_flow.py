@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 from liaison_support import (
@@ -23,7 +24,15 @@ from liaison_support import (
 )
 from polling import eventually
 
-from services.bus import Cancellation, Exchange, LinkRelation, MessageLink, Settings
+from services.bus import (
+    Cancellation,
+    Exchange,
+    LinkRelation,
+    MessageLink,
+    Report,
+    Settings,
+    SituationReport,
+)
 
 LT, LV, PL = "LT-VSAT", "LV-VRS", "PL-SG"
 ALL_READERS = ["LV-VRS", "PL-SG", "EE-PPA", "UA-DPSU"]
@@ -99,6 +108,23 @@ async def test_a_report_released_to_latvia_only_never_reaches_poland(
             assert (await cross.get("/v1/reports")).status_code == 403
 
 
+def _lt_situation(**header: Any) -> Report:
+    """Latvia's example situation report as Lithuania's, on Lithuania's border sections.
+
+    The gateway refuses a section the agreement does not list for the originator.
+    """
+    found = report(
+        "01-lv-situation-164-attempts", originator=LT, releasable_to=ALL_READERS, **header
+    )
+    assert isinstance(found, SituationReport)
+    ours = ("LT-BY-VILNIUS", "LT-BY-DRUSKININKAI")
+    sections = [
+        s.model_copy(update={"border_section": code})
+        for s, code in zip(found.sections, ours, strict=True)
+    ]
+    return found.model_copy(update={"sections": sections})
+
+
 async def test_corrections_updates_cancellations_duplicates_and_exercises_form_events(
     settings: Settings, exchange: Exchange, tmp_path: Path
 ) -> None:
@@ -131,10 +157,8 @@ async def test_corrections_updates_cancellations_duplicates_and_exercises_form_e
     )
     doomed = lt_incident(ALL_READERS)
     drill = lt_incident(ALL_READERS, mode="EXERCISE")
-    sitrep = report("01-lv-situation-164-attempts", originator=LT, releasable_to=ALL_READERS)
-    sitrep_drill = report(
-        "01-lv-situation-164-attempts", originator=LT, releasable_to=ALL_READERS, mode="EXERCISE"
-    )
+    sitrep = _lt_situation()
+    sitrep_drill = _lt_situation(mode="EXERCISE")
     async with (
         running_liaison(settings, lv_settings, exchange) as lv,
         publishers(settings, exchange, [LT]) as pub,
