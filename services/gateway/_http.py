@@ -11,8 +11,8 @@ from functools import partial
 
 from fastapi import FastAPI
 
-from services.gateway._findings import findings
 from services.gateway._docs import add_docs
+from services.gateway._findings import findings
 from services.gateway._openapi import openapi_document
 from services.gateway._problems import add_problem_handlers
 from services.gateway._routes import operations, reports
