@@ -3,6 +3,7 @@ from ._broker_view import read_broker_view as read_broker_view
 from ._chain import GENESIS as GENESIS
 from ._chain import canonical as canonical
 from ._chain import chain as chain
+from ._chain import content_matches as content_matches
 from ._chain import link as link
 from ._cli import commands as commands
 from ._consumer import AuditConsumer as AuditConsumer

@@ -22,7 +22,7 @@ RECORDS = "records.avro"
 KEYS = "keys.json"
 AGREEMENT = "agreement.yaml"
 CHECKER = "check_evidence.py"
-FORMAT = "oix-evidence/1"
+FORMAT = "oix-evidence/2"
 
 STANDALONE = Path(__file__).with_name("standalone_check.py")
 """The standalone checker every bundle carries a copy of."""
@@ -73,6 +73,10 @@ EVIDENCE_SCHEMA: dict[str, Any] = {
                     {"name": "decode_error", "type": _OPTIONAL_TEXT},
                     {"name": "stored_at_us", "type": "long"},
                     {"name": "row_hash", "type": "bytes"},
+                    {"name": "value_digest", "type": ["null", "bytes"]},
+                    {"name": "opened_digest", "type": ["null", "bytes"]},
+                    {"name": "retain_until", "type": ["null", "long"]},
+                    {"name": "purged_at_us", "type": ["null", "long"]},
                 ],
             },
         },
@@ -114,6 +118,10 @@ def evidence_record(row: AuditRecord) -> dict[str, Any]:
             "decode_error": row.decode_error,
             "stored_at_us": micros(row.stored_at),
             "row_hash": bytes(row.row_hash),
+            "value_digest": None if row.value_digest is None else bytes(row.value_digest),
+            "opened_digest": None if row.opened_digest is None else bytes(row.opened_digest),
+            "retain_until": row.retain_until,
+            "purged_at_us": None if row.purged_at is None else micros(row.purged_at),
         },
     }
 
@@ -139,9 +147,19 @@ def row_of(record: dict[str, Any]) -> AuditRecord:
         stored["signature_detail"],
         stored["decoded"],
         stored["decode_error"],
-        _EPOCH_START + stored["stored_at_us"] * _MICROSECOND,
+        _time(stored["stored_at_us"]),
         stored["row_hash"],
+        stored["value_digest"],
+        stored["opened_digest"],
+        stored["retain_until"],
+        None
+        if stored["purged_at_us"] is None
+        else _EPOCH_START + stored["purged_at_us"] * _MICROSECOND,
     )
+
+
+def _time(micros_since_1970: int) -> datetime:
+    return _EPOCH_START + micros_since_1970 * _MICROSECOND
 
 
 def sha256_of(path: Path) -> str:

@@ -6,6 +6,7 @@ Needs no OIX store: only the bundle (see ``_bundle`` and ``docs/replay.md``).
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 import fastavro
 import orjson
 
-from services.audit import link
+from services.audit import AuditRecord, content_matches, link
 from services.bus import H_KEY_ID, H_SIGNATURE, TrustedKey, Verifier
 from services.replay._bundle import FORMAT, KEYS, MANIFEST, RECORDS, SIGNATURE, row_of, sha256_of
 from services.replay._errors import EvidenceError
@@ -30,6 +31,8 @@ class EvidenceCheck:
     records: int = 0
     partitions: int = 0
     valid_signatures: int = 0
+    purged: int = 0
+    """Records whose content retention purged: chained by digest, no signature to check."""
     signed_by: str | None = None
 
     @property
@@ -139,6 +142,42 @@ def check_evidence(bundle: Path, *, expected_signer: str | None = None) -> Evide
         ) from exc
 
 
+def _purged(row: AuditRecord, at: str, found: EvidenceCheck) -> bool:
+    """Note content that differs from its chained digests; True for a purged record.
+
+    A purged record's value, put back in a bundle, must still be the original.
+    """
+    value_put_back = row.value is not None and row.purged_at is not None
+    if not content_matches(row) or (
+        value_put_back and hashlib.sha256(row.value or b"").digest() != row.value_digest
+    ):
+        found.findings.append(f"{at}: the content differs from the digests the chain covers")
+    if row.purged_at is None:
+        return False
+    found.purged += 1
+    return True
+
+
+def _check_record_signature(
+    row: AuditRecord, pairs: dict[str, bytes], verifier: Verifier, at: str, found: EvidenceCheck
+) -> None:
+    """Verify the value's signature; one recorded as valid that does not verify is a finding."""
+    key_id = pairs.get(H_KEY_ID)
+    verification = verifier.verify(
+        row.value or b"",
+        pairs.get(H_SIGNATURE),
+        None if key_id is None else key_id.decode(errors="replace"),
+        row.originator if row.decode_error is None else None,
+        _created_at(row.decoded),
+    )
+    found.valid_signatures += verification.ok
+    if row.signature_status == "valid" and not verification.ok:
+        found.findings.append(
+            f"{at}: recorded as valid, but its signature does not verify "
+            f"({verification.status}: {verification.reason})"
+        )
+
+
 def _check(  # noqa: C901  # one pass over the records, every check in order
     bundle: Path, expected_signer: str | None
 ) -> EvidenceCheck:
@@ -180,21 +219,9 @@ def _check(  # noqa: C901  # one pass over the records, every check in order
                 found.findings.append(f"{at}: the chain breaks here (row hash does not follow)")
             heads[where] = row.row_hash
             counts[where] = counts.get(where, 0) + 1
-            pairs = dict(raw)
-            key_id = pairs.get(H_KEY_ID)
-            verification = verifier.verify(
-                row.value or b"",
-                pairs.get(H_SIGNATURE),
-                None if key_id is None else key_id.decode(errors="replace"),
-                row.originator if row.decode_error is None else None,
-                _created_at(row.decoded),
-            )
-            found.valid_signatures += verification.ok
-            if row.signature_status == "valid" and not verification.ok:
-                found.findings.append(
-                    f"{at}: recorded as valid, but its signature does not verify "
-                    f"({verification.status}: {verification.reason})"
-                )
+            if _purged(row, at, found):
+                continue  # its value is gone by retention: the chain still covers its digest
+            _check_record_signature(row, dict(raw), verifier, at, found)
     for where, chain in sorted(chains.items()):
         name = f"{where[0]}[{where[1]}]"
         if counts.get(where, 0) != chain["count"]:

@@ -487,7 +487,8 @@ def check_evidence_command(
     out.print(
         f"records: {found.records} in {found.partitions} partition chain(s); "
         f"{found.valid_signatures} signed by their originator's key, "
-        f"{found.records - found.valid_signatures} not",
+        f"{found.purged} purged by retention (chained by digest), "
+        f"{found.records - found.valid_signatures - found.purged} not",
         highlight=False,
     )
     for finding in found.findings:

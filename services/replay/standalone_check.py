@@ -41,7 +41,8 @@ MANIFEST = "manifest.json"
 SIGNATURE = "manifest.sig"
 RECORDS = "records.avro"
 KEYS = "keys.json"
-CHAIN_TAG = b"oix-audit-chain/1\n"
+CHAIN_TAG = b"oix-audit-chain/2\n"
+OPENED_TAG = b"oix-audit-opened/1\n"
 GENESIS = bytes(32)
 
 
@@ -62,9 +63,23 @@ def _blob(value: bytes | None) -> bytes:
     return struct.pack(">BI", 3, len(value)) + value
 
 
+def _sha256(data: bytes | None) -> bytes | None:
+    return None if data is None else hashlib.sha256(data).digest()
+
+
+def opened_digest(row: dict[str, Any]) -> bytes:
+    """SHA-256 of what opening the value found: the decoded JSON and the decode error."""
+    return hashlib.sha256(OPENED_TAG + _text(row["decoded"]) + _text(row["decode_error"])).digest()
+
+
 def canonical(record: dict[str, Any]) -> bytes:
-    """The bytes the audit store's chain covers for one row (docs/audit.md, "the hash chain")."""
+    """The bytes the audit store's chain covers for one row (docs/audit.md, "the hash chain").
+
+    Chain version 2: the content (value, what opening it found) enters through
+    its SHA-256 digests, which the row keeps after retention purged the content.
+    """
     row = record["stored"]
+    retain_until = row["retain_until"]
     return b"".join(
         [
             CHAIN_TAG,
@@ -76,18 +91,28 @@ def canonical(record: dict[str, Any]) -> bytes:
             _int(record["timestamp_type"]),
             _blob(record["key"]),
             _text(row["headers_json"]),
-            _blob(record["value"]),
+            _blob(row["value_digest"]),
             _text(row["schema_fingerprint"]),
             _text(row["message_id"]),
             _text(row["originator"]),
             _text(row["report_type"]),
             _text(row["signature_status"]),
             _text(row["signature_detail"]),
-            _text(row["decoded"]),
-            _text(row["decode_error"]),
+            _blob(row["opened_digest"]),
+            b"\x00" if retain_until is None else _int(retain_until),
             _int(row["stored_at_us"], 4),
         ]
     )
+
+
+def content_matches(record: dict[str, Any]) -> bool:
+    """The content a record still holds agrees with the digests the chain covers."""
+    row = record["stored"]
+    if row["purged_at_us"] is not None:  # no content left but a value put back must be the original
+        return record["value"] is None or row["value_digest"] == _sha256(record["value"])
+    same_value: bool = row["value_digest"] == _sha256(record["value"])
+    same_opened: bool = row["opened_digest"] == opened_digest(row)
+    return same_value and same_opened
 
 
 def _headers_of(text: str) -> list[tuple[str, bytes]]:
@@ -173,7 +198,7 @@ def _readable(stream: Any, findings: list[str]) -> Iterator[object]:
         findings.append(f"{RECORDS}: unreadable after record {count}: {exc!r}")
 
 
-def check(bundle: Path) -> tuple[list[str], list[str]]:
+def check(bundle: Path) -> tuple[list[str], list[str]]:  # noqa: C901  # one pass, every check in order
     """The findings (empty: clean) and a summary of what was checked."""
     findings: list[str] = []
     manifest = json.loads((bundle / MANIFEST).read_text())
@@ -182,7 +207,7 @@ def check(bundle: Path) -> tuple[list[str], list[str]]:
     keys = _keys(bundle)
     chains = {(p["topic"], p["partition"]): p for p in manifest["partitions"]}
     state: dict[tuple[str, int], dict[str, Any]] = {}
-    valid = total = 0
+    valid = total = purged = 0
     with (bundle / RECORDS).open("rb") as stream:
         for item in _readable(stream, findings):
             record = cast("dict[str, Any]", item)
@@ -208,6 +233,11 @@ def check(bundle: Path) -> tuple[list[str], list[str]]:
                 findings.append(f"{at}: the chain breaks here (row hash does not follow)")
             seen["hash"] = record["stored"]["row_hash"]
             seen["count"] += 1
+            if not content_matches(record):
+                findings.append(f"{at}: the content differs from the digests the chain covers")
+            if record["stored"]["purged_at_us"] is not None:
+                purged += 1  # its value is gone by retention: the chain still covers its digest
+                continue
             ok, contradiction = _signature_finding(record, keys)
             valid += ok
             if contradiction:
@@ -222,7 +252,10 @@ def check(bundle: Path) -> tuple[list[str], list[str]]:
     summary = [
         f"manifest: {signed}",
         f"records: {total} in {len(chains)} partition chain(s)",
-        f"signatures: {valid} verified by their originator's key, {total - valid} not",
+        (
+            f"signatures: {valid} verified by their originator's key, "
+            f"{purged} purged by retention (chained by digest), {total - valid - purged} not"
+        ),
     ]
     return findings, summary
 

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from polling import eventually
 from replay_support import audit_running, produce, sealed
 
-from services.audit import RecordScan
+from services.audit import AuditStore, RecordScan, Retention
 from services.bus import Exchange, Settings
 from services.replay import (
     Selection,
@@ -238,3 +239,43 @@ async def test_a_damaged_file_is_a_finding_not_a_crash(bundle: Path, tmp_path: P
     done = standalone(damaged)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_bundle_of_purged_records_checks_clean_and_their_content_cannot_return(
+    settings: Settings, exchange: Exchange, store_url: str, tmp_path: Path
+) -> None:
+    """Retention purged the content: the chain still covers every record through its
+    digests, both checkers say so; a value put back that is not the original is found."""
+    lt = exchange.naming.feed("LT-VSAT", "incidents")
+    await produce(settings, lt, sealed(exchange, "LT-VSAT", 6))
+    async with audit_running(settings, exchange, store_url) as consumer:
+        await eventually(lambda: consumer.stored >= 6, "6 records stored", timeout=60)
+    store = await AuditStore.open(store_url)
+    try:
+        later = datetime.now(UTC) + timedelta(days=10 * 365)
+        assert (await Retention(store, clock=lambda: later).purge(730, actor="test")).count == 6
+    finally:
+        await store.close()
+    scan = await RecordScan.open(store_url)
+    try:
+        result = await export_evidence(
+            scan, exchange, settings, Selection(topics=(lt,)), tmp_path / "purged"
+        )
+    finally:
+        await scan.close()
+    found = check_evidence(result.directory)
+    assert (found.findings, found.records, found.purged) == ([], 6, 6)
+    done = standalone(result.directory)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "6 purged by retention" in done.stdout
+
+    def put_back(records: Records) -> Records:
+        records[2]["value"] = b"not what was signed"
+        return records
+
+    rewrite(result.directory, put_back, manifest=True)
+    found = check_evidence(result.directory)
+    assert [f for f in found.findings if "content differs" in f] != [], found
+    done = standalone(result.directory)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "content differs" in done.stdout
