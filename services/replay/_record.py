@@ -85,6 +85,33 @@ def _fingerprint(value: bytes | None) -> str | None:
         return None
 
 
+def _purged(source: str, facts: KafkaRecord, epoch: int, stored: AuditRecord) -> Replayed:
+    """A record whose content retention purged: shown as what it is, never as missing."""
+    purged_at = stored.purged_at.isoformat() if stored.purged_at is not None else "?"
+    digest = stored.value_digest.hex() if stored.value_digest is not None else "none"
+    return Replayed(
+        source,
+        facts.topic,
+        facts.partition,
+        epoch,
+        facts.offset,
+        facts.timestamp,
+        facts.timestamp_type,
+        facts.key,
+        tuple(facts.headers),
+        None,
+        stored.schema_fingerprint,
+        stored.report_type,
+        stored.message_id,
+        stored.originator,
+        stored.signature_status,
+        stored.signature_detail,
+        None,
+        f"purged by retention at {purged_at} (event {stored.purge_id}); value SHA-256 {digest}",
+        stored,
+    )
+
+
 def open_replayed(
     codec: Codec,
     opener: Opener | None,
@@ -101,6 +128,8 @@ def open_replayed(
     """
     headers = tuple(facts.headers)
     value = facts.value
+    if stored is not None and stored.purged_at is not None:
+        return _purged(source, facts, epoch, stored)
     found = dict(headers)
     report: dict[str, Any] | None = None
     error: str | None = None

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from polling import eventually
 from replay_support import BASE_MS, audit_running, produce, sealed
 
-from services.audit import RecordScan
+from services.audit import AuditStore, RecordScan, Retention
 from services.bus import Exchange, Settings
 from services.replay import ReadStats, Replayed, Selection, read_kafka, read_store
 
@@ -91,3 +91,33 @@ async def test_store_replays_what_kafka_replays_with_every_filter(
         assert [r.offset for r in found] == offsets, name
         unchecked = await from_store(url, exchange, selection, checks=False)
         assert [r.offset for r in unchecked] == offsets, f"{name} without checks"
+
+
+@pytest.mark.parametrize("checks", [True, False], ids=["checked", "unchecked"])
+async def test_a_purged_record_replays_as_purged_never_as_missing_or_undecodable(
+    settings: Settings, exchange: Exchange, store_url: str, checks: bool
+) -> None:
+    await stored(settings, exchange, store_url, 4)
+    topic = exchange.naming.feed("LT-VSAT", "incidents")
+    before = await from_store(store_url, exchange, Selection(topics=(topic,)))
+    store = await AuditStore.open(store_url)
+    try:
+        later = datetime.now(UTC) + timedelta(days=10 * 365)
+        assert (await Retention(store, clock=lambda: later).purge(730, actor="test")).count == 4
+    finally:
+        await store.close()
+    after = await from_store(store_url, exchange, Selection(topics=(topic,)), checks=checks)
+    assert [r.offset for r in after] == [r.offset for r in before] == [0, 1, 2, 3]
+    for kept, purged in zip(before, after, strict=True):
+        assert (purged.value, purged.report) == (None, None)
+        assert purged.decode_error is not None
+        assert purged.decode_error.startswith("purged by retention at "), purged.decode_error
+        assert purged.stored is not None
+        assert purged.stored.value_digest is not None
+        assert purged.stored.value_digest.hex() in purged.decode_error
+        assert (purged.message_id, purged.originator, purged.report_type) == (
+            kept.message_id,
+            kept.originator,
+            kept.report_type,
+        )
+        assert purged.signature_status == kept.signature_status == "valid"
