@@ -151,12 +151,14 @@ class Quarantine:
         self._stopping = True
         self._wake.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except TimeoutError:
+            # wait(), not wait_for(): the copier's own end (even a CancelledError out of
+            # a Kafka client) is logged here, never raised into the consumer's shutdown.
+            done, _ = await asyncio.wait({self._task}, timeout=timeout)
+            if not done:
                 self._task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._task
+                await asyncio.wait({self._task})
+            elif not self._task.cancelled() and self._task.exception() is not None:
+                log.error("the quarantine copier failed", error=repr(self._task.exception()))
             self._task = None
         if self._producer is not None:
             await self._producer.stop()
@@ -194,7 +196,12 @@ class Quarantine:
             self._wake.clear()
             try:
                 await self._round()
-            except (KafkaError, StoreUnavailableError, OSError) as exc:
+            except (KafkaError, StoreUnavailableError, OSError, asyncio.CancelledError) as exc:
+                if isinstance(exc, asyncio.CancelledError) and _cancelled_from_outside():
+                    raise
+                # Not a cancellation of this task: aiokafka can raise its fetch task's
+                # CancelledError when a broker connection breaks. Retried like the rest,
+                # or the copier would end silently and copy nothing again.
                 log.warning(
                     "cannot copy to the quarantine now; retrying",
                     error=repr(exc),
@@ -293,6 +300,12 @@ class Quarantine:
             self.metrics.quarantined.labels(copy.reason).inc()
         if failure is not None:
             raise failure
+
+
+def _cancelled_from_outside() -> bool:
+    """Whether the running task was asked to stop (rather than handed a library's cancel)."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 async def _read_to_highwater(reader: AIOKafkaConsumer, tps: list[TopicPartition]) -> set[bytes]:

@@ -354,3 +354,46 @@ async def test_kill_9_while_untrusted_records_flow_copies_each_exactly_once(
     }
     assert len(expected) == len(untrusted), replay
     assert set(keys) == expected, replay
+
+
+async def test_a_stray_cancellation_from_a_kafka_call_does_not_end_the_copier(
+    settings: Settings, exchange: Exchange, sqlite_url: str
+) -> None:
+    """aiokafka can raise its fetch task's CancelledError when a connection breaks: the
+    copier retries as for any Kafka error (it used to end silently, and its stop()
+    raised the CancelledError into the consumer's shutdown)."""
+    keys = await _left_by_a_crash(settings, exchange, sqlite_url)
+    topic = next(iter(keys)).decode().split("/")[0]
+    store = await AuditStore.open(sqlite_url)
+    assert settings.bootstrap is not None
+    quarantine = Quarantine(
+        settings,
+        settings.bootstrap,
+        exchange.naming,
+        store,
+        AuditMetrics(),
+        owned=lambda: {(topic, 2)},
+    )
+    real_round = quarantine._round
+    strays = 0
+
+    async def round_cancelled_once() -> None:
+        nonlocal strays
+        if strays == 0:
+            strays += 1
+            raise asyncio.CancelledError  # as a Kafka client call raises it, not a cancel()
+        await real_round()
+
+    quarantine._round = round_cancelled_once  # type: ignore[method-assign]
+    try:
+        await quarantine.start()
+
+        async def settled() -> bool:
+            return quarantine.caught_up and quarantine.pending == 0
+
+        await eventually(settled, "the quarantine to copy after the stray cancellation")
+    finally:
+        await quarantine.stop(10)  # must return, not raise
+        await store.close()
+    assert strays == 1
+    assert quarantine.copied == 2

@@ -16,7 +16,6 @@ follows each partition in at most two epochs; both services are healthy.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -136,11 +135,7 @@ async def test_reports_accepted_after_a_broker_restart_under_load_are_all_audite
                 healthy, health = consumer.health.report()
         finally:
             stop_audit.set()
-            # The audit's quarantine copier can end its stop with the CancelledError
-            # of an aiokafka fetch it closes (services/audit/_quarantine.py); the
-            # audit's shutdown is not what this test is about.
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait_for(auditing, 60)
+            await asyncio.wait_for(auditing, 60)
             await store.close()
     finally:
         await broker.stop()
