@@ -10,102 +10,50 @@ producer.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import uvicorn
-
-from services.bus import ConfigError, Exchange, Settings, get_logger
+from services.bus import Exchange, Settings, get_logger
 from services.gateway._connections import guarded_protocol
 from services.gateway._http import create_app
 from services.gateway._service import GatewayService
 from services.gateway._settings import GatewaySettings
+from services.host.serving import HttpServer
 
 log = get_logger(__name__)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: whoever runs the gateway owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class GatewayServer:
+class GatewayServer(HttpServer):
     """The HTTP front door of a started :class:`GatewayService`, served by uvicorn."""
 
     def __init__(
         self, service: GatewayService, host: str | None = None, port: int | None = None
     ) -> None:
         self.service = service
-        self.host = host if host is not None else service.gateway.host
-        self._socket = _listen(self.host, port if port is not None else service.gateway.port)
-        self.port: int = self._socket.getsockname()[1]
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        """Where the gateway answers."""
-        return f"http://{self.host}:{self.port}"
+        super().__init__(
+            host if host is not None else service.gateway.host,
+            port if port is not None else service.gateway.port,
+            variables="OIX_GATEWAY",
+        )
 
     async def start(self) -> None:
         """Serve HTTP in the background (the socket already accepts connections)."""
-        config = uvicorn.Config(
+        gateway = self.service.gateway
+        await self.serve(
             create_app(self.service),
-            lifespan="off",  # the service starts and stops outside the ASGI app
-            log_config=None,  # structlog owns logging
-            access_log=False,
-            server_header=False,
-            timeout_graceful_shutdown=int(self.service.gateway.shutdown_grace) or None,
+            f"gateway {self.service.agency}",
+            timeout_graceful_shutdown=int(gateway.shutdown_grace) or None,
             # What a client may hold (see ._connections): idle and slow clients are
             # cut off, and past the cap new requests get 503.
-            http=guarded_protocol(self.service.gateway),
-            timeout_keep_alive=self.service.gateway.keep_alive_timeout,
-            limit_concurrency=self.service.gateway.max_connections,
-        )
-        self._server = _Server(config)
-        self._task = asyncio.create_task(
-            self._server.serve(sockets=[self._socket]), name=f"gateway {self.service.agency}"
+            http=guarded_protocol(gateway),
+            timeout_keep_alive=gateway.keep_alive_timeout,
+            limit_concurrency=gateway.max_connections,
         )
 
     async def stop(self) -> None:
         """Stop accepting, answer the requests in progress, then return."""
         self.service.draining = True
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
-        self._socket.close()
-
-    async def wait(self) -> None:
-        """Return when the server stops on its own (it failed)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # proto must say TCP: asyncio sets TCP_NODELAY on accepted connections only
-    # then, and without it a keep-alive answer written in two parts waits for
-    # the client's delayed ACK (40 ms on Linux).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"OIX_GATEWAY_PORT: cannot listen on {host}:{port}: {exc.strerror}; set "
-            "OIX_GATEWAY_PORT (or OIX_GATEWAY_HOST) to a free one, or OIX_GATEWAY_PORT=0 "
-            "for any free port"
-        ) from exc
-    sock.listen(2048)
-    sock.setblocking(False)  # noqa: FBT003  # asyncio needs non-blocking sockets
-    return sock
+        await super().stop()
 
 
 async def run_gateway(

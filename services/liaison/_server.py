@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import uvicorn
-
-from services.bus import ConfigError, Exchange, Settings, get_logger
+from services.bus import Exchange, Settings, get_logger
+from services.host.serving import HttpServer
 from services.liaison._console import console_app
 from services.liaison._service import LiaisonService
 from services.liaison._settings import LiaisonSettings
@@ -17,78 +14,32 @@ from services.liaison._settings import LiaisonSettings
 log = get_logger(__name__)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: whoever runs the service owns the signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
-class LiaisonServer:
+class LiaisonServer(HttpServer):
     """The HTTP front door of a started :class:`LiaisonService`, served by uvicorn."""
 
     def __init__(
         self, service: LiaisonService, host: str | None = None, port: int | None = None
     ) -> None:
         self.service = service
-        self.host = host if host is not None else service.liaison.host
-        self._socket = _listen(self.host, port if port is not None else service.liaison.port)
-        self.port: int = self._socket.getsockname()[1]
-        self._server: _Server | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    @property
-    def url(self) -> str:
-        """Where the service answers."""
-        return f"http://{self.host}:{self.port}"
+        super().__init__(
+            host if host is not None else service.liaison.host,
+            port if port is not None else service.liaison.port,
+            variables="OIX_LIAISON",
+            backlog=512,
+        )
 
     async def start(self) -> None:
         """Serve HTTP in the background (the socket already accepts connections)."""
-        config = uvicorn.Config(
+        await self.serve(
             console_app(self.service),
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
+            f"liaison {self.service.agency}",
             timeout_graceful_shutdown=5,
-        )
-        self._server = _Server(config)
-        self._task = asyncio.create_task(
-            self._server.serve(sockets=[self._socket]), name=f"liaison {self.service.agency}"
         )
 
     async def stop(self) -> None:
         """Stop accepting, end the live streams, answer the requests in progress."""
         self.service.draining = True
-        if self._server is not None and self._task is not None:
-            self._server.should_exit = True
-            await self._task
-        self._socket.close()
-
-    async def wait(self) -> None:
-        """Return when the server stops on its own (it failed)."""
-        if self._task is not None:
-            await asyncio.shield(self._task)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(
-            f"OIX_LIAISON_PORT: cannot listen on {host}:{port}: {exc.strerror}; set "
-            "OIX_LIAISON_PORT (or OIX_LIAISON_HOST) to a free one, or OIX_LIAISON_PORT=0 "
-            "for any free port"
-        ) from exc
-    sock.listen(512)
-    sock.setblocking(False)  # noqa: FBT003  # asyncio needs non-blocking sockets
-    return sock
+        await super().stop()
 
 
 async def run_liaison(
