@@ -8,16 +8,11 @@ database is at the revision this release needs, and says what to run if not.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.audit._engine import create_engine, is_sqlite
@@ -25,31 +20,25 @@ from services.audit._errors import SchemaVersionError, StoreError
 from services.audit._rechain import rechain
 from services.audit._record import PURGED_FIELDS
 from services.audit._tables import VERSION_TABLE, events, holds, records, retention_events
+from services.host.migrations import Migrations
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-
-def _config(output: io.StringIO | None = None) -> Config:
-    config = Config(output_buffer=output) if output is not None else Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return config
+MIGRATIONS = Migrations(
+    Path(__file__).resolve().parent / "migrations",
+    version_table=VERSION_TABLE,
+    service="audit",
+    url_variable="OIX_AUDIT_DATABASE_URL",
+    error=SchemaVersionError,
+)
 
 
 def head_revision() -> str:
     """The schema revision this release needs."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None
-    return head
-
-
-def _current(connection: sa.Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    return MIGRATIONS.head()
 
 
 async def current_revision(connection: AsyncConnection) -> str | None:
     """The revision the database is at, or None for a database never migrated."""
-    return await connection.run_sync(_current)
+    return await MIGRATIONS.current_revision(connection)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +53,9 @@ class Migration:
 
 async def migrate(url: str) -> Migration:
     """Bring the database at ``url`` to the head revision (idempotent)."""
-    config = _config()
 
     def upgrade(connection: sa.Connection) -> Migration:
-        before = _current(connection)
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        before = MIGRATIONS.upgrade(connection)
         # Not an Alembic revision: it reads and verifies rows, so it runs online
         # only, in the same transaction (a refused re-chain leaves the revision).
         rechained = rechain(connection, datetime.now(UTC))
@@ -85,11 +71,7 @@ async def migrate(url: str) -> Migration:
 
 def migration_sql(dialect: str) -> str:
     """The SQL of every migration, for an administrator who applies it by hand."""
-    output = io.StringIO()
-    config = _config(output)
-    config.set_main_option("dialect_name", dialect)
-    command.upgrade(config, "head", sql=True)
-    return output.getvalue()
+    return MIGRATIONS.sql(dialect)
 
 
 async def check_revision(engine: AsyncEngine) -> None:
@@ -98,20 +80,7 @@ async def check_revision(engine: AsyncEngine) -> None:
     Raises:
         SchemaVersionError: what the database is at, what is needed, and the command to run.
     """
-    async with engine.connect() as connection:
-        current = await current_revision(connection)
-    head = head_revision()
-    if current == head:
-        return
-    if current is None:
-        raise SchemaVersionError(
-            "the audit store has no schema yet: run `oix audit migrate` "
-            "(with OIX_AUDIT_DATABASE_URL naming a role that may create tables)",
-        )
-    raise SchemaVersionError(
-        f"the audit store is at schema revision {current}, this release needs {head}: "
-        "run `oix audit migrate`",
-    )
+    await MIGRATIONS.check(engine)
 
 
 async def grant(url: str, role: str) -> None:

@@ -9,40 +9,29 @@ table, so the liaison and audit stores may share a PostgreSQL database.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from services.host.migrations import Migrations
 from services.liaison._engine import create_engine
 from services.liaison._errors import SchemaVersionError
 from services.liaison._tables import VERSION_TABLE
 
-MIGRATIONS = Path(__file__).resolve().parent / "migrations"
-
-
-def _config(output: io.StringIO | None = None) -> Config:
-    config = Config(output_buffer=output) if output is not None else Config()
-    config.set_main_option("script_location", str(MIGRATIONS))
-    return config
+MIGRATIONS = Migrations(
+    Path(__file__).resolve().parent / "migrations",
+    version_table=VERSION_TABLE,
+    service="liaison",
+    url_variable="OIX_LIAISON_DATABASE_URL",
+    error=SchemaVersionError,
+)
 
 
 def head_revision() -> str:
     """The schema revision this release needs."""
-    head = ScriptDirectory.from_config(_config()).get_current_head()
-    assert head is not None
-    return head
-
-
-def _current(connection: sa.Connection) -> str | None:
-    context = MigrationContext.configure(connection, opts={"version_table": VERSION_TABLE})
-    return context.get_current_revision()
+    return MIGRATIONS.head()
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +44,9 @@ class Migration:
 
 async def migrate(url: str) -> Migration:
     """Bring the database at ``url`` to the head revision (idempotent)."""
-    config = _config()
 
     def upgrade(connection: sa.Connection) -> Migration:
-        before = _current(connection)
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-        return Migration(before, head_revision())
+        return Migration(MIGRATIONS.upgrade(connection), head_revision())
 
     engine = create_engine(url, writer=True)
     try:
@@ -73,11 +58,7 @@ async def migrate(url: str) -> Migration:
 
 def migration_sql(dialect: str) -> str:
     """The SQL of every migration, for an administrator who applies it by hand."""
-    output = io.StringIO()
-    config = _config(output)
-    config.set_main_option("dialect_name", dialect)
-    command.upgrade(config, "head", sql=True)
-    return output.getvalue()
+    return MIGRATIONS.sql(dialect)
 
 
 async def check_revision(engine: AsyncEngine) -> None:
@@ -86,17 +67,4 @@ async def check_revision(engine: AsyncEngine) -> None:
     Raises:
         SchemaVersionError: what the database is at, what is needed, and the command to run.
     """
-    async with engine.connect() as connection:
-        current = await connection.run_sync(_current)
-    head = head_revision()
-    if current == head:
-        return
-    if current is None:
-        raise SchemaVersionError(
-            "the liaison store has no schema yet: run `oix liaison migrate` "
-            "(with OIX_LIAISON_DATABASE_URL naming a role that may create tables)",
-        )
-    raise SchemaVersionError(
-        f"the liaison store is at schema revision {current}, this release needs {head}: "
-        "run `oix liaison migrate`",
-    )
+    await MIGRATIONS.check(engine)

@@ -440,9 +440,9 @@ class RetentionContract:
 async def _upgrade_to(url: str, revision: str) -> None:
     from alembic import command  # only this test stops at an old revision
 
-    from services.audit._migrate import _config  # the same configuration
+    from services.audit._migrate import MIGRATIONS  # the same configuration
 
-    config = _config()
+    config = MIGRATIONS.config()
     engine = create_engine(url, writer=True)
 
     def upgrade(connection: sa.Connection) -> None:
