@@ -27,7 +27,7 @@ from services.bus import (
     private_sqlite,
 )
 from services.gateway._store import Store
-from services.liaison import LiaisonStore
+from services.liaison import LiaisonStore, add_endpoint, add_officer, read_officers
 from services.liaison import migrate as migrate_liaison
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,6 +81,24 @@ async def test_the_liaison_store_its_wal_and_its_directories_are_the_owners_only
         await store.close()
     assert modes == {"LV-VRS.db": 0o600, "LV-VRS.db-wal": 0o600, "LV-VRS.db-shm": 0o600}
     assert (_mode(tmp_path / "fresh"), _mode(data)) == (0o700, 0o700)
+
+
+def test_the_liaison_officers_and_webhooks_files_are_the_owners_only(tmp_path: Path) -> None:
+    """Password hashes and webhook secrets: 0600 files in 0700 directories."""
+    officers = tmp_path / "fresh" / "liaison" / "officers.yaml"
+    webhooks = tmp_path / "fresh" / "hooks" / "webhooks.yaml"
+    add_officer(officers, "LV-VRS", "duty", "a long enough password")
+    secret = add_endpoint(
+        webhooks, "LV-VRS", "ops", "https://ops.example/hook", owner=None, report_types=[]
+    )
+    assert secret in webhooks.read_text(encoding="utf-8")
+    assert [o.name for o in read_officers(officers)] == ["duty"]
+    assert (_mode(officers), _mode(webhooks)) == (0o600, 0o600)
+    assert (_mode(officers.parent), _mode(webhooks.parent), _mode(tmp_path / "fresh")) == (
+        0o700,
+        0o700,
+        0o700,
+    )
 
 
 def test_the_gateway_store_and_its_wal_are_the_owners_only(tmp_path: Path) -> None:

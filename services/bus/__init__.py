@@ -67,7 +67,13 @@ from services.bus._errors import (
 from services.bus._evolution import Incompatibility, check_compatibility, release_schemas
 from services.bus._examples import Example, freshen, load_examples
 from services.bus._exchange import Exchange, key_file
-from services.bus._files import private_dir, private_sqlite, write_private
+from services.bus._files import (
+    private_dir,
+    private_sqlite,
+    read_yaml_list,
+    write_private,
+    write_yaml_list,
+)
 from services.bus._follower import Follower, PartitionStatus, Positions, record_digest
 from services.bus._header import GeoPoint, Location, MessageHeader, MessageLink, now
 from services.bus._kafka import (
@@ -285,6 +291,7 @@ __all__ = [
     "private_sqlite",
     "producer_options",
     "read_fingerprint",
+    "read_yaml_list",
     "record_digest",
     "release_schemas",
     "render_acls",
@@ -299,4 +306,5 @@ __all__ = [
     "wait_for_metadata",
     "write_private",
     "write_private_key",
+    "write_yaml_list",
 ]

@@ -17,7 +17,11 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from services.bus._errors import ConfigError
 from services.bus._logging import get_logger
 
 log = get_logger(__name__)
@@ -102,3 +106,34 @@ def write_private(path: Path, data: bytes) -> Path:
         handle.write(data)
     temporary.replace(path)
     return path
+
+
+def read_yaml_list(path: Path, key: str, what: str) -> list[Any]:
+    """The ``key`` list of the YAML file ``path`` (the tokens, officers or webhooks files).
+
+    A missing file holds none. ``what`` names the file in errors ("the token file").
+
+    Raises:
+        ConfigError: the file cannot be read, is not YAML, or has no ``key`` list.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from exc
+    try:
+        data: Any = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    items = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(items, list):
+        article = "an" if key[0] in "aeiou" else "a"
+        raise ConfigError(f"{path}: expected a mapping with {article} '{key}' list")
+    return items
+
+
+def write_yaml_list(path: Path, key: str, items: list[dict[str, Any]], header: str) -> Path:
+    """Replace ``path`` with ``header`` and the YAML mapping ``{key: items}``, privately."""
+    body = yaml.safe_dump({key: items}, sort_keys=False)
+    return write_private(path, (header + body).encode())

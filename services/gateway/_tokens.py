@@ -10,7 +10,6 @@ changes, so a revoked token stops working without a restart.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import secrets
 import time
@@ -19,9 +18,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from services.bus import AGENCY_CODE_PATTERN, ConfigError, get_logger, private_dir
+from services.bus import (
+    AGENCY_CODE_PATTERN,
+    ConfigError,
+    get_logger,
+    read_yaml_list,
+    write_yaml_list,
+)
 
 log = get_logger(__name__)
 
@@ -61,23 +64,8 @@ def read_tokens(path: Path) -> list[TokenEntry]:
     Raises:
         ConfigError: the file is not valid YAML or an entry is malformed (names which).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the token file: {exc.strerror}") from exc
-    try:
-        data: Any = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    items = data.get("tokens") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        raise ConfigError(f"{path}: expected a mapping with a 'tokens' list")
-    entries = []
-    for index, item in enumerate(items):
-        entries.append(_entry(item, f"{path}: tokens[{index}]"))
-    return entries
+    items = read_yaml_list(path, "tokens", "the token file")
+    return [_entry(item, f"{path}: tokens[{index}]") for index, item in enumerate(items)]
 
 
 def _entry(item: Any, where: str) -> TokenEntry:
@@ -95,19 +83,11 @@ def _entry(item: Any, where: str) -> TokenEntry:
 
 def write_tokens(path: Path, entries: list[TokenEntry]) -> None:
     """Replace the token file atomically, readable by its owner only, in a 0700 directory."""
-    private_dir(path.parent)
-    body = {
-        "tokens": [
-            {"name": e.name, "agency": e.agency, "sha256": e.sha256, "created_at": e.created_at}
-            for e in entries
-        ],
-    }
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(_HEADER)
-        yaml.safe_dump(body, out, sort_keys=False)
-    temporary.replace(path)
+    items = [
+        {"name": e.name, "agency": e.agency, "sha256": e.sha256, "created_at": e.created_at}
+        for e in entries
+    ]
+    write_yaml_list(path, "tokens", items, _HEADER)
 
 
 def create_token(path: Path, agency: str, name: str) -> str:

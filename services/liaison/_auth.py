@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -28,11 +27,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import yaml
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
-from services.bus import AGENCY_CODE_PATTERN, ConfigError, get_logger
+from services.bus import (
+    AGENCY_CODE_PATTERN,
+    ConfigError,
+    get_logger,
+    read_yaml_list,
+    write_yaml_list,
+)
 
 log = get_logger(__name__)
 
@@ -64,19 +68,7 @@ def read_officers(path: Path) -> list[Officer]:
     Raises:
         ConfigError: the file is not valid YAML or an entry is malformed (names which).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the officers file: {exc.strerror}") from exc
-    try:
-        data: Any = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    items = data.get("officers") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        raise ConfigError(f"{path}: expected a mapping with an 'officers' list")
+    items = read_yaml_list(path, "officers", "the officers file")
     return [_officer(item, f"{path}: officers[{i}]") for i, item in enumerate(items)]
 
 
@@ -94,20 +86,12 @@ def _officer(item: Any, where: str) -> Officer:
 
 
 def write_officers(path: Path, officers: list[Officer]) -> None:
-    """Replace the officers file atomically, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = {
-        "officers": [
-            {"agency": o.agency, "name": o.name, "argon2": o.argon2, "created_at": o.created_at}
-            for o in officers
-        ]
-    }
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(_HEADER)
-        yaml.safe_dump(body, out, sort_keys=False)
-    temporary.replace(path)
+    """Replace the officers file atomically, readable by its owner only, in a 0700 directory."""
+    items = [
+        {"agency": o.agency, "name": o.name, "argon2": o.argon2, "created_at": o.created_at}
+        for o in officers
+    ]
+    write_yaml_list(path, "officers", items, _HEADER)
 
 
 def new_password() -> str:

@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
 import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from services.bus import AGENCY_CODE_PATTERN, ConfigError
+from services.bus import AGENCY_CODE_PATTERN, ConfigError, read_yaml_list, write_yaml_list
 
 ID_HEADER = "OIX-Webhook-Id"
 TIMESTAMP_HEADER = "OIX-Webhook-Timestamp"
@@ -52,19 +49,7 @@ def read_endpoints(path: Path) -> list[Endpoint]:
     Raises:
         ConfigError: the file is not valid YAML or an entry is malformed (names which).
     """
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return []
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the webhooks file: {exc.strerror}") from exc
-    try:
-        data: Any = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    items = data.get("webhooks") if isinstance(data, dict) else None
-    if not isinstance(items, list):
-        raise ConfigError(f"{path}: expected a mapping with a 'webhooks' list")
+    items = read_yaml_list(path, "webhooks", "the webhooks file")
     return [_endpoint(item, f"{path}: webhooks[{i}]") for i, item in enumerate(items)]
 
 
@@ -118,26 +103,18 @@ def add_endpoint(
         },
         "new webhook",
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    body = {
-        "webhooks": [
-            {
-                "agency": e.agency,
-                "name": e.name,
-                "url": e.url,
-                "secret": e.secret,
-                "owner": e.owner,
-                "report_types": list(e.report_types),
-            }
-            for e in [*endpoints, entry]
-        ]
-    }
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        out.write(_HEADER)
-        yaml.safe_dump(body, out, sort_keys=False)
-    temporary.replace(path)
+    items = [
+        {
+            "agency": e.agency,
+            "name": e.name,
+            "url": e.url,
+            "secret": e.secret,
+            "owner": e.owner,
+            "report_types": list(e.report_types),
+        }
+        for e in [*endpoints, entry]
+    ]
+    write_yaml_list(path, "webhooks", items, _HEADER)
     return secret
 
 
