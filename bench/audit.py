@@ -25,92 +25,27 @@ import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import asyncpg
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from common import drop_database, postgres_database, produce, raw_consume, raw_verify, seal
 from rich.console import Console
 from rich.table import Table
 
 from services.audit import AuditConsumer, AuditRecord, AuditSettings, AuditStore, migrate
 from services.bus import (
-    H_KEY_ID,
-    H_SIGNATURE,
     EmbeddedBroker,
     Exchange,
-    IncidentReport,
     SealedReport,
     Settings,
     configure_logging,
-    freshen,
-    load_examples,
     start_producer,
 )
 
 BACKLOG = int(os.environ.get("OIX_BENCH_RECORDS", "60000"))
 LATENCY_RATE = 1000
 LATENCY_SECONDS = 15
-PG_ADMIN = os.environ.get("OIX_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 REPO = Path(__file__).resolve().parents[1]
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # a log keeps whole rows
-
-
-def seal(exchange: Exchange, count: int) -> list[SealedReport]:
-    reports = freshen([e.report for e in load_examples()])
-    report = next(
-        r for r in reports if isinstance(r, IncidentReport) and r.header.originator == "LT-VSAT"
-    )
-    sealer = exchange.sealer("LT-VSAT")
-    out = []
-    for i in range(count):
-        header = report.header.model_copy(update={"message_id": uuid.uuid4()})
-        out.append(sealer.seal(report.model_copy(update={"header": header}), key=f"s-{i % 64}"))
-    return out
-
-
-async def produce(settings: Settings, topic: str, sealed: Sequence[SealedReport]) -> None:
-    assert settings.bootstrap is not None
-    producer = await start_producer(settings, settings.bootstrap)
-    try:
-        for start in range(0, len(sealed), 2000):
-            futures = [
-                await producer.send(topic, s.value, key=s.key, headers=s.headers)
-                for s in sealed[start : start + 2000]
-            ]
-            await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-async def raw_consume(bootstrap: str, topic: str, count: int) -> float:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        seen = 0
-        started = time.perf_counter()
-        while seen < count:
-            batch = await consumer.getmany(timeout_ms=500)
-            seen += sum(len(records) for records in batch.values())
-        return count / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
-
-
-def raw_verify(exchange: Exchange, sealed: Sequence[SealedReport]) -> float:
-    verifier = exchange.verifier
-    items = [(s.value, dict(s.headers)) for s in sealed[:20000]]
-    started = time.perf_counter()
-    for value, headers in items:
-        status = verifier.verify(
-            value, headers[H_SIGNATURE], headers[H_KEY_ID].decode(), "LT-VSAT"
-        ).status
-        assert status == "valid"
-    return len(items) / (time.perf_counter() - started)
 
 
 async def until(event: asyncio.Event, consumer: asyncio.Task[None], timeout: float) -> None:
@@ -243,26 +178,6 @@ async def latency(
     return p50, p99, len(ordered)
 
 
-async def postgres_database() -> str:
-    name = f"oix_bench_{uuid.uuid4().hex[:8]}"
-    connection = await asyncpg.connect(PG_ADMIN)
-    try:
-        await connection.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await connection.close()
-    host = PG_ADMIN.split("://", 1)[1].rsplit("/", 1)[0]
-    return f"postgresql+asyncpg://{host}/{name}"
-
-
-async def drop_database(url: str) -> None:
-    name = url.rsplit("/", 1)[1]
-    connection = await asyncpg.connect(PG_ADMIN)
-    try:
-        await connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await connection.close()
-
-
 async def main() -> None:
     configure_logging("json", "ERROR")
     workdir = Path(tempfile.mkdtemp(prefix="oix-bench-audit-"))
@@ -286,7 +201,7 @@ async def main() -> None:
         console.print(f"backlog of {BACKLOG} records ({len(backlog[0].value)} B values) produced")
 
         consume_rate = await raw_consume(broker.bootstrap, topic, BACKLOG)
-        verify_rate = raw_verify(exchange, backlog)
+        verify_rate, _ = raw_verify(exchange, backlog)
         sqlite_url = f"sqlite+aiosqlite:///{workdir / 'audit.db'}"
         sqlite_rate, sqlite_batch = await audit_throughput(settings, exchange, sqlite_url, BACKLOG)
         pg_url = await postgres_database()

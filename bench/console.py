@@ -21,7 +21,6 @@ import os
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,6 +28,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from common import seal, send_all
 from httpx_sse import aconnect_sse
 from rich.console import Console
 from rich.table import Table
@@ -39,12 +39,9 @@ from selenium.webdriver.common.by import By
 from services.bus import (
     EmbeddedBroker,
     Exchange,
-    IncidentReport,
     SealedReport,
     Settings,
     configure_logging,
-    freshen,
-    load_examples,
     start_producer,
 )
 from services.liaison import LiaisonServer, LiaisonService, LiaisonSettings, add_officer
@@ -69,32 +66,6 @@ new MutationObserver((mutations) => {
   }
 }).observe(document.querySelector('#feed'), {childList: true});
 """
-
-
-def seal(exchange: Exchange, count: int) -> list[SealedReport]:
-    reports = freshen([e.report for e in load_examples()])
-    report = next(
-        r for r in reports if isinstance(r, IncidentReport) and r.header.originator == "LT-VSAT"
-    )
-    released = report.header.model_copy(
-        update={"releasable_to": ["LV-VRS", "PL-SG", "EE-PPA", "UA-DPSU"]}
-    )
-    sealer = exchange.sealer("LT-VSAT")
-    out = []
-    for i in range(count):
-        message_id = uuid.uuid4()
-        header = released.model_copy(update={"message_id": message_id, "event_id": message_id})
-        out.append(sealer.seal(report.model_copy(update={"header": header}), key=f"s-{i % 64}"))
-    return out
-
-
-async def produce(producer: AIOKafkaProducer, topic: str, sealed: Sequence[SealedReport]) -> None:
-    for start in range(0, len(sealed), 2000):
-        futures = [
-            await producer.send(topic, s.value, key=s.key, headers=s.headers)
-            for s in sealed[start : start + 2000]
-        ]
-        await asyncio.gather(*futures)
 
 
 async def steady(
@@ -189,7 +160,7 @@ async def main() -> None:  # noqa: PLR0915  # one run, told in order
             await admin.close()
         count = RATE * SECONDS
         console.print(f"signing {BACKLOG} + {count} IncidentReports")
-        sealed = seal(exchange, BACKLOG + count)
+        sealed = seal(exchange, BACKLOG + count, to_partners=True)
         backlog, live = sealed[:BACKLOG], sealed[BACKLOG:]
         add_officer(workdir / "officers.yaml", AGENCY, "bench", PASSWORD)
         liaison = LiaisonSettings(
@@ -209,7 +180,7 @@ async def main() -> None:  # noqa: PLR0915  # one run, told in order
         producer = await start_producer(settings, broker.bootstrap, linger_ms=0)
         driver = await asyncio.to_thread(chromium)
         try:
-            await produce(producer, topic, backlog)
+            await send_all(producer, topic, backlog)
             started = time.perf_counter()
             while await service.views.message_count(AGENCY) < BACKLOG:  # noqa: ASYNC110  # a store count, no event to wait on
                 await asyncio.sleep(0.2)

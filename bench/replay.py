@@ -22,27 +22,19 @@ import os
 import sys
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from common import produce, raw_consume, raw_verify, seal
 from rich.console import Console
 from rich.table import Table
 
 from services.audit import AuditConsumer, AuditSettings, AuditStore, RecordScan, migrate
 from services.bus import (
-    H_KEY_ID,
-    H_SIGNATURE,
     EmbeddedBroker,
     Exchange,
-    IncidentReport,
-    SealedReport,
     Settings,
     configure_logging,
-    freshen,
-    load_examples,
-    start_producer,
 )
 from services.replay import Format, Replayed, Selection, open_writer, read_kafka, read_store
 
@@ -50,64 +42,6 @@ BACKLOG = int(os.environ.get("OIX_BENCH_RECORDS", "50000"))
 REPO = Path(__file__).resolve().parents[1]
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # a log keeps whole rows
-
-
-def seal(exchange: Exchange, count: int) -> list[SealedReport]:
-    reports = freshen([e.report for e in load_examples()])
-    report = next(
-        r for r in reports if isinstance(r, IncidentReport) and r.header.originator == "LT-VSAT"
-    )
-    sealer = exchange.sealer("LT-VSAT")
-    out = []
-    for i in range(count):
-        header = report.header.model_copy(update={"message_id": uuid.uuid4()})
-        out.append(sealer.seal(report.model_copy(update={"header": header}), key=f"s-{i % 64}"))
-    return out
-
-
-async def produce(settings: Settings, topic: str, sealed: Sequence[SealedReport]) -> None:
-    assert settings.bootstrap is not None
-    producer = await start_producer(settings, settings.bootstrap)
-    try:
-        for start in range(0, len(sealed), 2000):
-            futures = [
-                await producer.send(topic, s.value, key=s.key, headers=s.headers)
-                for s in sealed[start : start + 2000]
-            ]
-            await asyncio.gather(*futures)
-    finally:
-        await producer.stop()
-
-
-async def raw_read(bootstrap: str, topic: str, count: int) -> float:
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=50
-    )
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        seen = 0
-        started = time.perf_counter()
-        while seen < count:
-            batch = await consumer.getmany(timeout_ms=500)
-            seen += sum(len(records) for records in batch.values())
-        return count / (time.perf_counter() - started)
-    finally:
-        await consumer.stop()
-
-
-def raw_verify(exchange: Exchange, sealed: Sequence[SealedReport]) -> float:
-    verifier = exchange.verifier
-    items = [(s.value, dict(s.headers)) for s in sealed[:20000]]
-    started = time.perf_counter()
-    for value, headers in items:
-        status = verifier.verify(
-            value, headers[H_SIGNATURE], headers[H_KEY_ID].decode(), "LT-VSAT"
-        ).status
-        assert status == "valid"
-    return len(items) / (time.perf_counter() - started)
 
 
 async def export(
@@ -172,8 +106,8 @@ async def main() -> None:
         topic = exchange.naming.feed("LT-VSAT", "incidents")
         await produce(settings, topic, sealed)
         console.print(f"backlog of {BACKLOG} records ({len(sealed[0].value)} B values) produced")
-        read_rate = await raw_read(broker.bootstrap, topic, BACKLOG)
-        verify_rate = raw_verify(exchange, sealed)
+        read_rate = await raw_consume(broker.bootstrap, topic, BACKLOG)
+        verify_rate, _ = raw_verify(exchange, sealed)
         selection = Selection(topics=(topic,))
         bootstrap = broker.bootstrap
 
