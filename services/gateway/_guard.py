@@ -49,6 +49,7 @@ from services.bus import (
     get_logger,
     start_consumer,
 )
+from services.gateway._readback import ReadBack
 from services.gateway._store import Finding, Store
 
 log = get_logger(__name__)
@@ -58,6 +59,8 @@ ANCHOR_WAIT = 3.0
 """Seconds to wait for the record at an offset the broker says it holds."""
 VERIFY_EVERY = 0.5
 """Seconds between attempts to verify a broker while the gate is closed."""
+READ_BACK_EVERY = 1.0
+"""Seconds between read-backs of the writes since the gate opened (see ._readback)."""
 
 
 class UnverifiedBrokerError(KafkaError):  # type: ignore[misc]  # aiokafka is untyped
@@ -96,6 +99,8 @@ class BrokerGate:
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._readback = ReadBack(store, settings, bootstrap, on_finding)
+        self._reopening = False
 
     @property
     def problem(self) -> str | None:
@@ -122,6 +127,7 @@ class BrokerGate:
     def close(self, why: str) -> None:
         """Answer 503 from now until the broker is verified again."""
         if self._open:
+            self._reopening = True  # the broker may come back wrong: read writes back then
             log.warning("broker gate closed: reports are answered 503 until verified", why=why)
             self._on_change(False, self._store.broker_epoch().epoch)  # noqa: FBT003  # callback
         self._open = False
@@ -142,8 +148,12 @@ class BrokerGate:
             self._task = None
 
     async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            reading_back = self._readback.active(loop.time())
             wait = VERIFY_EVERY if not self._open else self._check_every
+            if self._open and reading_back:
+                wait = min(wait, READ_BACK_EVERY)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), wait)
             self._wake.clear()
@@ -152,6 +162,14 @@ class BrokerGate:
                 if replaced:
                     self.close(replaced)
             await self._attempt()
+            if self._open and reading_back:
+                await self._read_back()
+
+    async def _read_back(self) -> None:
+        try:
+            await self._readback.sweep()
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning("could not read writes back; trying again", error=repr(exc))
 
     async def _attempt(self) -> None:
         try:
@@ -232,17 +250,24 @@ class BrokerGate:
             connections = _node_connections(self._producer)
             if self._open and connections == self._connections:
                 return  # nothing changed: groups in flight stay vouched for
-            self._connections = connections
-            self._generation += 1
-            self._open = True
-            current = self._store.broker_epoch().epoch
-            log.info(
-                "broker verified: reports are accepted",
-                broker_epoch=current,
-                cluster_id=cluster_id,
-                topics=len(have),
-            )
-            self._on_change(True, current)  # noqa: FBT003  # callback
+            self._open_with(connections, cluster_id, len(have))
+
+    def _open_with(self, connections: dict[Any, Any], cluster_id: str | None, topics: int) -> None:
+        """Take ``connections`` as the verified ones and accept reports again."""
+        self._connections = connections
+        self._generation += 1
+        self._open = True
+        current = self._store.broker_epoch().epoch
+        if self._reopening:
+            self._reopening = False
+            self._readback.begin(current, asyncio.get_running_loop().time())
+        log.info(
+            "broker verified: reports are accepted",
+            broker_epoch=current,
+            cluster_id=cluster_id,
+            topics=topics,
+        )
+        self._on_change(True, current)  # noqa: FBT003  # callback
 
     def wrote(self, topics: list[str]) -> None:
         """Remember topics acknowledged writes went to, with their partitions (checked later)."""

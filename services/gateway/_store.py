@@ -116,6 +116,11 @@ COORDINATES_REUSED = "coordinates_reused"
 """A finding: the broker acknowledged another report at coordinates it had acknowledged before."""
 LOG_LOST = "log_lost"
 """A finding: a partition the gateway wrote to is gone, or ends before offsets it acknowledged."""
+RECORD_REPLACED = "record_replaced"
+"""A finding: reading its writes back, the gateway found another record (or none) where the
+broker had acknowledged one of its reports, and the report nowhere near: it is lost."""
+RECORD_MOVED = "record_moved"
+"""A finding: a report the broker acknowledged at one offset is in the log at another."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -541,6 +546,27 @@ class Store:
             (broker_epoch, topic, partition, end),
         ).fetchone()
         return (row[0], row[1]) if row is not None else None
+
+    def acknowledged_from(
+        self, broker_epoch: int, topic: str, partition: int, start: int
+    ) -> list[tuple[int, str]]:
+        """Every (offset, message id) acknowledged in ``broker_epoch`` from ``start``, in order."""
+        rows = self._db.execute(
+            'SELECT "offset", message_id FROM coordinates WHERE broker_epoch = ? AND topic = ? '
+            'AND partition = ? AND "offset" >= ? ORDER BY "offset"',
+            (broker_epoch, topic, partition, start),
+        ).fetchall()
+        return [(row[0], row[1]) for row in rows]
+
+    def record_read_back(self, finding: Finding) -> None:
+        """Keep a finding of the read-back; a lost report's retry is then published again."""
+        with self._transaction():
+            if finding.kind == RECORD_REPLACED:
+                self._db.execute(
+                    "UPDATE published SET lost_at = ? WHERE message_id = ?",
+                    (finding.found_at.timestamp(), finding.lost_message_id),
+                )
+            self._insert_findings([finding])
 
     def forget_keys_before(self, before: datetime) -> int:
         """Drop idempotency keys used before ``before``; returns how many."""
