@@ -22,6 +22,7 @@ from services.bus import (
     SealedReport,
     Settings,
     freshen,
+    load_agreement,
     load_examples,
 )
 from services.gateway import Accepted, GatewayServer, GatewayService, GatewaySettings, Publisher
@@ -30,6 +31,13 @@ from services.liaison import LiaisonServer, LiaisonService, LiaisonSettings, add
 PG_ADMIN = os.environ.get("OIX_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 PASSWORD = "correct horse battery staple"
 EXAMPLES = {e.name: e.report for e in load_examples()}
+SECTIONS = {
+    code: party.border_sections
+    for code, party in load_agreement(
+        Path(__file__).resolve().parents[2] / "deploy" / "agreement.example.yaml"
+    ).parties.items()
+}
+"""Each party's border sections in the example agreement (the gateway checks a report's)."""
 
 
 def liaison_settings(tmp: Path, agency: str, **overrides: Any) -> LiaisonSettings:
@@ -149,7 +157,17 @@ def report(name: str, **header: Any) -> Report:
     data = fresh.model_dump()
     data["header"].update(header)
     data["header"]["links"] = header.get("links", [])
+    if header.get("originator", fresh.header.originator) != fresh.header.originator:
+        _sections_of(data, SECTIONS[header["originator"]])
     return type(fresh).model_validate(data)
+
+
+def _sections_of(data: dict[str, Any], ours: list[str]) -> None:
+    """Put a report another party wrote on its new originator's own border sections."""
+    if isinstance(data.get("location"), dict) and data["location"].get("border_section"):
+        data["location"]["border_section"] = ours[0]
+    for section, code in zip(data.get("sections") or [], ours, strict=False):
+        section["border_section"] = code
 
 
 def lt_incident(releasable_to: Sequence[str], **header: Any) -> IncidentReport:

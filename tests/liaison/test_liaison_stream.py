@@ -142,9 +142,19 @@ def _same_anywhere(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-async def _follow(client: httpx.AsyncClient, into: dict[str, dict[str, Any]]) -> None:
-    """Collect the live stream's messages by message id (until cancelled)."""
+async def _follow(
+    client: httpx.AsyncClient,
+    into: dict[str, dict[str, Any]],
+    connected: asyncio.Event | None = None,
+) -> None:
+    """Collect the live stream's messages by message id (until cancelled).
+
+    ``connected`` is set once the stream answered: a stream without ``Last-Event-ID``
+    begins at the store's present, so what was committed before is not on it.
+    """
     async with aconnect_sse(client, "GET", "/v1/stream") as source:
+        if connected is not None:
+            connected.set()
         async for message in source.aiter_sse():
             if message.data:  # not the retry advice
                 data = orjson.loads(message.data)
@@ -209,11 +219,14 @@ async def test_pushed_changes_are_what_a_stream_reading_the_store_sends(
     ):
         await eventually(pushed.service.consumer.positioned.is_set, "pushed positioned")
         await eventually(read.service.consumer.positioned.is_set, "read positioned")
+        connected = [asyncio.Event(), asyncio.Event()]
         followers = [
-            asyncio.create_task(_follow(pushed_client, pushed_seen)),
-            asyncio.create_task(_follow(read_client, read_seen)),
+            asyncio.create_task(_follow(pushed_client, pushed_seen, connected[0])),
+            asyncio.create_task(_follow(read_client, read_seen, connected[1])),
         ]
         try:
+            # Under load a stream can answer after the first report is committed.
+            await eventually(lambda: all(c.is_set() for c in connected), "both streams open")
             # One at a time, as a live client sees them: each sent when it is committed.
             for item in sent:
                 await publish(pub[LT], item)
