@@ -203,17 +203,22 @@ async def produce_raw(
     bootstrap: str,
     topic: str,
     records: Sequence[SealedReport | tuple[bytes, list[tuple[str, bytes]]]],
+    partitions: Sequence[int] | None = None,
 ) -> None:
-    """Write records as they are (forged, replayed, misrouted): no gateway to stop them."""
+    """Write records as they are (forged, replayed, misrouted): no gateway to stop them.
+
+    ``partitions``: where each goes, in turn (by default, by key).
+    """
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=2)
     await producer.start()
     try:
-        for item in records:
+        for index, item in enumerate(records):
             if isinstance(item, SealedReport):
                 value, headers, key = item.value, item.headers, item.key
             else:
                 (value, headers), key = item, b"raw"
-            await (await producer.send(topic, value, key=key, headers=headers))
+            partition = None if not partitions else partitions[index % len(partitions)]
+            await (await producer.send(topic, value, key=key, headers=headers, partition=partition))
     finally:
         await producer.stop()
 
