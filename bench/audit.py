@@ -26,7 +26,15 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from common import drop_database, postgres_database, produce, raw_consume, raw_verify, seal
+from common import (
+    bench_settings,
+    drop_database,
+    postgres_database,
+    produce,
+    raw_consume,
+    raw_verify,
+    seal,
+)
 from rich.console import Console
 from rich.table import Table
 
@@ -43,7 +51,6 @@ from services.bus import (
 BACKLOG = int(os.environ.get("OIX_BENCH_RECORDS", "60000"))
 LATENCY_RATE = 1000
 LATENCY_SECONDS = 15
-REPO = Path(__file__).resolve().parents[1]
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # a log keeps whole rows
 
@@ -182,16 +189,7 @@ async def main() -> None:
     configure_logging("json", "ERROR")
     workdir = Path(tempfile.mkdtemp(prefix="oix-bench-audit-"))
     async with EmbeddedBroker() as broker:
-        settings = Settings(
-            bootstrap=broker.bootstrap,
-            topic_prefix="bench",
-            data_dir=workdir,
-            agreement=REPO / "deploy" / "agreement.example.yaml",
-            keys_dir=REPO / "deploy" / "keys",
-            schemas_dir=REPO / "schemas",
-            log_format="json",
-            log_level="ERROR",
-        )
+        settings = bench_settings(broker.bootstrap, workdir)
         exchange = Exchange.from_settings(settings)
         console.print(f"signing {BACKLOG} IncidentReports ({LATENCY_RATE * LATENCY_SECONDS} more)")
         sealed = seal(exchange, BACKLOG + 2 * LATENCY_RATE * LATENCY_SECONDS)

@@ -13,6 +13,7 @@ import os
 import time
 import uuid
 from collections.abc import Sequence
+from pathlib import Path
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -33,6 +34,21 @@ PG_ADMIN = os.environ.get("OIX_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1
 """A PostgreSQL role that may create and drop the benchmarks' databases."""
 
 PARTNERS = ["LV-VRS", "PL-SG", "EE-PPA", "UA-DPSU"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+def bench_settings(bootstrap: str, workdir: Path, topic_prefix: str = "bench") -> Settings:
+    """The example agreement, its demo keys and schemas, on ``bootstrap``; only errors logged."""
+    return Settings(
+        bootstrap=bootstrap,
+        topic_prefix=topic_prefix,
+        data_dir=workdir,
+        agreement=REPO / "deploy" / "agreement.example.yaml",
+        keys_dir=REPO / "deploy" / "keys",
+        schemas_dir=REPO / "schemas",
+        log_format="json",
+        log_level="ERROR",
+    )
 
 
 def seal(exchange: Exchange, count: int, *, to_partners: bool = False) -> list[SealedReport]:

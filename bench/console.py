@@ -28,7 +28,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from common import seal, send_all
+from common import bench_settings, seal, send_all
 from httpx_sse import aconnect_sse
 from rich.console import Console
 from rich.table import Table
@@ -40,7 +40,6 @@ from services.bus import (
     EmbeddedBroker,
     Exchange,
     SealedReport,
-    Settings,
     configure_logging,
     start_producer,
 )
@@ -50,7 +49,6 @@ BACKLOG = int(os.environ.get("OIX_BENCH_RECORDS", "10000"))
 RATE = 100
 SECONDS = 10
 AGENCY = "LV-VRS"
-REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-password-0123"  # noqa: S105  # a throwaway officer of the benchmark
 
 console = Console(width=None if sys.stdout.isatty() else 120)
@@ -140,16 +138,7 @@ async def main() -> None:  # noqa: PLR0915  # one run, told in order
     configure_logging("json", "ERROR")
     workdir = Path(tempfile.mkdtemp(prefix="oix-bench-console-"))
     async with EmbeddedBroker() as broker:
-        settings = Settings(
-            bootstrap=broker.bootstrap,
-            topic_prefix="benchconsole",
-            data_dir=workdir,
-            agreement=REPO / "deploy" / "agreement.example.yaml",
-            keys_dir=REPO / "deploy" / "keys",
-            schemas_dir=REPO / "schemas",
-            log_format="json",
-            log_level="ERROR",
-        )
+        settings = bench_settings(broker.bootstrap, workdir, "benchconsole")
         exchange = Exchange.from_settings(settings)
         topic = exchange.naming.feed("LT-VSAT", "incidents")
         admin = AIOKafkaAdminClient(bootstrap_servers=broker.bootstrap)

@@ -37,7 +37,15 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from common import drop_database, postgres_database, produce, raw_consume, raw_verify, seal
+from common import (
+    bench_settings,
+    drop_database,
+    postgres_database,
+    produce,
+    raw_consume,
+    raw_verify,
+    seal,
+)
 from httpx_sse import aconnect_sse
 from rich.console import Console
 from rich.table import Table
@@ -68,7 +76,6 @@ BACKLOG = int(os.environ.get("OIX_BENCH_RECORDS", "30000"))
 LATENCY_RATE = 500
 LATENCY_SECONDS = 10
 AGENCY = "LV-VRS"
-REPO = Path(__file__).resolve().parents[1]
 PASSWORD = "bench-password-0123"  # noqa: S105  # a throwaway officer of the benchmark
 
 console = Console(width=None if sys.stdout.isatty() else 160)
@@ -281,16 +288,7 @@ async def main() -> None:
     configure_logging("json", "ERROR")
     workdir = Path(tempfile.mkdtemp(prefix="oix-bench-liaison-"))
     async with EmbeddedBroker() as broker:
-        settings = Settings(
-            bootstrap=broker.bootstrap,
-            topic_prefix="bench",
-            data_dir=workdir,
-            agreement=REPO / "deploy" / "agreement.example.yaml",
-            keys_dir=REPO / "deploy" / "keys",
-            schemas_dir=REPO / "schemas",
-            log_format="json",
-            log_level="ERROR",
-        )
+        settings = bench_settings(broker.bootstrap, workdir)
         exchange = Exchange.from_settings(settings)
         steady_count = LATENCY_RATE * LATENCY_SECONDS
         console.print(f"signing {BACKLOG} IncidentReports ({steady_count} more)")

@@ -25,7 +25,7 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 
-from common import produce, raw_consume, raw_verify, seal
+from common import bench_settings, produce, raw_consume, raw_verify, seal
 from rich.console import Console
 from rich.table import Table
 
@@ -39,7 +39,6 @@ from services.bus import (
 from services.replay import Format, Replayed, Selection, open_writer, read_kafka, read_store
 
 BACKLOG = int(os.environ.get("OIX_BENCH_RECORDS", "50000"))
-REPO = Path(__file__).resolve().parents[1]
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # a log keeps whole rows
 
@@ -90,16 +89,7 @@ async def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="oix-bench-replay-"))
     rows: list[tuple[str, float, str, float | None]] = []
     async with EmbeddedBroker() as broker:
-        settings = Settings(
-            bootstrap=broker.bootstrap,
-            topic_prefix="bench",
-            data_dir=workdir,
-            agreement=REPO / "deploy" / "agreement.example.yaml",
-            keys_dir=REPO / "deploy" / "keys",
-            schemas_dir=REPO / "schemas",
-            log_format="json",
-            log_level="ERROR",
-        )
+        settings = bench_settings(broker.bootstrap, workdir)
         exchange = Exchange.from_settings(settings)
         console.print(f"signing {BACKLOG} IncidentReports")
         sealed = seal(exchange, BACKLOG)
