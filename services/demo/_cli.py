@@ -32,10 +32,9 @@ def demo(
     # The SDK loads the Prometheus client: not for `oix --help`.
     from services.demo._stream import run_demo  # noqa: PLC0415  # fast --help
 
-    settings = broker_settings_or_exit(bootstrap)
+    settings = broker_settings_or_exit(bootstrap, required=True)
     servers = settings.bootstrap
-    if servers is None:
-        raise fail("no broker: set OIX_BOOTSTRAP or --bootstrap (or run `oix up`)", EXIT_CONFIG)
+    assert servers is not None  # required=True
     try:
         exchange = Exchange.from_settings(settings)
     except OixError as exc:

@@ -47,12 +47,16 @@ def settings_or_exit(**overrides: Any) -> Settings:
     return settings
 
 
-def broker_settings_or_exit(bootstrap: str | None = None) -> Settings:
+NO_BROKER = "no broker: set OIX_BOOTSTRAP or --bootstrap (or run `oix up`)"
+
+
+def broker_settings_or_exit(bootstrap: str | None = None, *, required: bool = False) -> Settings:
     """:func:`settings_or_exit` for a command that needs a broker (``--bootstrap`` if given).
 
     Without ``OIX_BOOTSTRAP`` or ``bootstrap``: the broker of the ``oix up``
     running with the same data directory, saying so on stderr (see
-    ``services/host/_running.py``); still none when no ``oix up`` runs.
+    ``services/host/_running.py``); still none when no ``oix up`` runs, and
+    then, if ``required``, one line saying what to set (exit 2).
     """
     settings = settings_or_exit(**({"bootstrap": bootstrap} if bootstrap else {}))
     if settings.bootstrap is not None:
@@ -61,6 +65,8 @@ def broker_settings_or_exit(bootstrap: str | None = None) -> Settings:
     if found.running is None:
         if found.stale is not None:
             err.print(f"ignoring {found.path}: {found.stale}", highlight=False, soft_wrap=True)
+        if required:
+            raise fail(NO_BROKER, EXIT_CONFIG)
         return settings
     running = found.running
     err.print(

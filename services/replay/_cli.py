@@ -240,9 +240,9 @@ def export(
         raise fail(f"--evidence: writes a bundle of its own; drop {given}", EXIT_CONFIG)
     # An evidence bundle is read from the store alone.
     needs_broker = (source is Source.KAFKA and evidence is None) or to_topic is not None
-    settings = broker_settings_or_exit(bootstrap) if needs_broker else settings_or_exit()
-    if needs_broker and settings.bootstrap is None:
-        raise fail("no broker: set OIX_BOOTSTRAP or --bootstrap (or start oix up)", EXIT_CONFIG)
+    settings = (
+        broker_settings_or_exit(bootstrap, required=True) if needs_broker else settings_or_exit()
+    )
     exchange = _exchange(settings)
     selection = _selection(
         exchange,
@@ -516,9 +516,7 @@ def compare_command(
 
     Every difference is printed with its coordinates; exit 1 when there is one.
     """
-    settings = broker_settings_or_exit(bootstrap)
-    if settings.bootstrap is None:
-        raise fail("no broker: set OIX_BOOTSTRAP or --bootstrap (or start oix up)", EXIT_CONFIG)
+    settings = broker_settings_or_exit(bootstrap, required=True)
     exchange = _exchange(settings)
     selection = _selection(
         exchange,
