@@ -92,13 +92,15 @@ async def test_kill_9_mid_stream_loses_nothing_and_doubles_nothing(
     chunk = TOTAL // (KILLS + 1)
     try:
         for kill in range(KILLS):
-            await produce_raw(
-                settings.bootstrap or "", topic, sealed[kill * chunk : (kill + 1) * chunk]
-            )
-            # Kill it while it is still storing what was just written.
+            # Counted before the chunk is written: the liaison may store all of it before
+            # a count taken after could see it grow.
             store = await LiaisonStore.open(url)
             try:
                 before = await Views(store).message_count(LV)
+                await produce_raw(
+                    settings.bootstrap or "", topic, sealed[kill * chunk : (kill + 1) * chunk]
+                )
+                # Kill it while it is still storing what was just written.
                 await eventually(
                     functools.partial(_count_above, store, before),
                     "the liaison to store some",
