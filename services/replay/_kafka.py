@@ -163,6 +163,7 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
     checks: bool = True,
     raw: bool = False,
     processes: int = 0,
+    workers_after: int = 4096,
     reports: bool = True,
     stats: ReadStats | None = None,
     stop: asyncio.Event | None = None,
@@ -177,6 +178,9 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
     coordinates; type, message id and originator as the headers say).
     ``processes``: worker processes that open (decode and, with ``checks``,
     verify) records while this one fetches and writes; 0 opens them here.
+    They start once ``workers_after`` records were read, this process opening
+    until they are up (0: they open every record): a short range never waits
+    for them (about a second of CPU each: import, load the agreement and schemas).
     ``reports=False``: records opened by workers carry the report encoded for
     the Avro container (:attr:`Replayed.report_avro`) instead of a dict.
 
@@ -190,21 +194,9 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
         )
     topics = selection.topics or tuple(exchange.router.all_topics())
     pool: OpenerPool[Opening] | None = None
-    if processes > 0 and not raw:
-        pool = OpenerPool(
-            settings,
-            opening_for(checks=checks, reports=reports or selection.needs_content),
-            processes,
-            exchange.opener,
-        )
+    starting: asyncio.Task[None] | None = None
     try:
-        if pool is not None:
-            # The workers start (import, load the agreement) while the partitions are found.
-            _, positions = await asyncio.gather(
-                pool.start(), _starts(settings, bootstrap, topics, selection, stats)
-            )
-        else:
-            positions = await _starts(settings, bootstrap, topics, selection, stats)
+        positions = await _starts(settings, bootstrap, topics, selection, stats)
         opener = exchange.opener if checks else None
         codec = exchange.codec
 
@@ -229,12 +221,10 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
         await follower.assign(remaining)
         to_offset = selection.to_offset
         ahead: deque[tuple[list[KafkaRecord], asyncio.Task[list[Opening]]]] = deque()
+        opened = 0
 
         def stopped() -> bool:
             return stop is not None and stop.is_set()
-
-        async def taken(records: list[KafkaRecord], openings: list[Opening]) -> list[Replayed]:
-            return [_assemble(r, o) for r, o in zip(records, openings, strict=True)]
 
         try:
             async with follower:
@@ -255,7 +245,20 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
                                 await follower.assign(remaining)
                     elif not ahead:
                         return
-                    if pool is not None:
+                    opened += len(batch)
+                    if pool is None and processes > 0 and not raw and opened >= workers_after:
+                        # A long range: start the workers; this process opens until they are up.
+                        pool = OpenerPool(
+                            settings,
+                            opening_for(checks=checks, reports=reports or selection.needs_content),
+                            processes,
+                            exchange.opener,
+                        )
+                        starting = asyncio.create_task(pool.start())
+                        if workers_after == 0:
+                            await starting  # asked for workers from the first record
+                    if pool is not None and starting is not None and starting.done():
+                        starting.result()  # raises what starting the workers raised
                         if batch:
                             task = asyncio.create_task(
                                 pool.open([(r.value, tuple(r.headers)) for r in batch])
@@ -266,7 +269,8 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
                         if not ahead or (fetching and len(ahead) < OPEN_AHEAD):
                             continue
                         records, task = ahead.popleft()
-                        replayed = await taken(records, await task)
+                        openings = await task
+                        replayed = [_assemble(r, o) for r, o in zip(records, openings, strict=True)]
                     else:
                         replayed = [open_here(record) for record in batch]
                     for one in replayed:
@@ -280,6 +284,8 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
             for _, task in ahead:
                 task.cancel()
     finally:
+        if starting is not None:
+            starting.cancel()
         if pool is not None:
             pool.close()
 

@@ -190,14 +190,17 @@ async def test_every_reading_mode_writes_the_same_readable_avro(
     assert read_both(by_fastavro) == records
 
     modes: dict[str, dict[str, Any]] = {
-        "workers-checked": {"processes": 2, "reports": False},
-        "workers-decoded": {"processes": 2, "reports": False, "checks": False},
+        "workers-checked": {"processes": 2, "workers_after": 0, "reports": False},
+        "workers-decoded": {"processes": 2, "workers_after": 0, "reports": False, "checks": False},
         "raw": {"raw": True},
     }
     for name, how in modes.items():
         reader = read_kafka(settings, settings.bootstrap, exchange, selection, **how)
         async with contextlib.aclosing(reader) as stream:
             found = [record async for record in stream]
+        if name.startswith("workers"):  # opened by the workers: reports come encoded
+            assert all(r.report is None for r in found)
+            assert [r.report_avro is not None for r in found] == [not r.undecodable for r in found]
         path = tmp_path / f"{name}.avro"
         write(Format.AVRO, path, exchange, found)
         got = read_both(path)
