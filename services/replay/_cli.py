@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import inspect
 import sys
 from collections.abc import AsyncGenerator, AsyncIterator
 from datetime import datetime
@@ -36,8 +37,11 @@ from services.replay._writers import AvroCodec, Format
 
 commands = typer.Typer(
     name="replay",
-    help="Auditors' replay: history from Kafka or the audit store, exports, evidence, compare.",
+    help="Auditors' replay: history from Kafka or the audit store, exports, evidence, compare. "
+    "`oix replay --to-topic T FILTERS…` re-drives a range "
+    "(the same as `oix replay export --to-topic T`).",
     no_args_is_help=True,
+    invoke_without_command=True,
 )
 
 EXIT_FINDINGS = 1
@@ -80,6 +84,24 @@ SignatureStatus = Annotated[
 Mode = Annotated[str | None, typer.Option(help="Only this mode (ACTUAL, EXERCISE, TEST).")]
 Bootstrap = Annotated[
     str | None, typer.Option(help="Kafka bootstrap servers [env: OIX_BOOTSTRAP].")
+]
+NoChecks = Annotated[
+    bool, typer.Option("--no-checks", help="Decode only; do not verify signatures.")
+]
+Raw = Annotated[
+    bool,
+    typer.Option(
+        "--raw",
+        help="Neither decode nor verify: wire bytes, headers and coordinates (a bulk copy).",
+    ),
+]
+Processes = Annotated[
+    int | None,
+    typer.Option(
+        min=0,
+        help="Worker processes decoding and verifying records read from Kafka "
+        "(default: one per CPU, at most 4; 0: in this process).",
+    ),
 ]
 DatabaseUrl = Annotated[
     str | None,
@@ -144,6 +166,12 @@ def _store_url(settings: Settings, database_url: str | None) -> str:
         raise fail(str(exc), EXIT_CONFIG) from None
 
 
+def _processes() -> int:
+    from services.replay._opening import default_processes  # noqa: PLC0415  # fast --help
+
+    return default_processes()
+
+
 def _summary(source: str, stats: ReadStats, undecodable: list[Replayed]) -> None:
     err.print(
         f"{stats.kept} record(s) from {source} ({stats.read} read); "
@@ -204,9 +232,9 @@ def export(
     compression: Annotated[
         AvroCodec, typer.Option(help="Avro block compression.")
     ] = AvroCodec.DEFLATE,
-    no_checks: Annotated[
-        bool, typer.Option("--no-checks", help="Decode only; do not verify signatures.")
-    ] = False,
+    no_checks: NoChecks = False,
+    raw: Raw = False,
+    processes: Processes = None,
     evidence: Annotated[
         Path | None,
         typer.Option(help="Write an evidence bundle into this new directory (from the store)."),
@@ -235,8 +263,8 @@ def export(
     Ctrl-C stops after the current record and leaves everything written
     complete and valid.
     """
-    if evidence is not None and (to_topic is not None or output is not None):
-        given = "--to-topic" if to_topic is not None else "--out"
+    if evidence is not None and (to_topic is not None or output is not None or raw):
+        given = "--to-topic" if to_topic is not None else "--out" if output is not None else "--raw"
         raise fail(f"--evidence: writes a bundle of its own; drop {given}", EXIT_CONFIG)
     # An evidence bundle is read from the store alone.
     needs_broker = (source is Source.KAFKA and evidence is None) or to_topic is not None
@@ -261,6 +289,8 @@ def export(
         signature_status=signature_status,
         mode=mode,
     )
+    if raw and selection.needs_content:
+        raise fail("--raw: --event-id and --mode need decoded reports; drop --raw", EXIT_CONFIG)
     show_progress = sys.stderr.isatty() if progress is None else progress
     url = _store_url(settings, database_url) if source is Source.STORE or evidence else None
     if to_topic is not None:
@@ -299,6 +329,10 @@ def export(
             stats=stats,
             stop=stop,
             checks=not no_checks,
+            raw=raw,
+            processes=_processes() if processes is None else processes,
+            # The Avro file takes reports already encoded; re-drive needs none.
+            reports=to_topic is None and kind is not Format.AVRO,
         )
         async with reading as records:
             if to_topic is not None:
@@ -338,13 +372,25 @@ async def _records(
     stats: ReadStats,
     stop: asyncio.Event,
     checks: bool,
+    raw: bool,
+    processes: int,
+    reports: bool,
 ) -> AsyncIterator[AsyncGenerator[Replayed]]:
     if source is Source.KAFKA:
         from services.replay._kafka import read_kafka  # noqa: PLC0415  # fast --help
 
         assert settings.bootstrap is not None
         reader = read_kafka(
-            settings, settings.bootstrap, exchange, selection, checks=checks, stats=stats, stop=stop
+            settings,
+            settings.bootstrap,
+            exchange,
+            selection,
+            checks=checks,
+            raw=raw,
+            processes=processes,
+            reports=reports,
+            stats=stats,
+            stop=stop,
         )
         async with contextlib.aclosing(reader) as records:
             yield records
@@ -355,7 +401,9 @@ async def _records(
     assert url is not None
     scan = await RecordScan.open(url)
     try:
-        reader = read_store(scan, exchange, selection, checks=checks, stats=stats, stop=stop)
+        reader = read_store(
+            scan, exchange, selection, checks=checks, raw=raw, stats=stats, stop=stop
+        )
         async with contextlib.aclosing(reader) as records:
             yield records
     finally:
@@ -384,7 +432,7 @@ async def _write(
             async for record in records:
                 writer.write(record)
                 advance(1)
-                if record.decode_error is not None and len(undecodable) < SHOWN_UNDECODABLE:
+                if record.undecodable and len(undecodable) < SHOWN_UNDECODABLE:
                     undecodable.append(record)
     finally:
         writer.close()
@@ -463,6 +511,111 @@ async def _export_evidence(
         highlight=False,
         soft_wrap=True,
     )
+
+
+@commands.callback()
+def replay_to_topic(
+    ctx: typer.Context,
+    *,
+    to_topic: Annotated[
+        str | None,
+        typer.Option(help="Re-drive the selected records to this topic (values untouched)."),
+    ] = None,
+    topic: Topics = None,
+    party: Party = None,
+    party_role: Role = PartyRole.ANY,
+    partition: Partition = None,
+    from_offset: FromOffset = None,
+    to_offset: ToOffset = None,
+    since: Since = None,
+    until: Until = None,
+    message_id: MessageId = None,
+    event_id: EventId = None,
+    report_type: ReportType = None,
+    originator: Originator = None,
+    signature_status: SignatureStatus = None,
+    mode: Mode = None,
+    source: Annotated[Source, typer.Option(help="Read from the broker or the audit store.")] = (
+        Source.KAFKA
+    ),
+    force: Annotated[bool, typer.Option("--force", help="Allow a live OIX topic.")] = False,
+    operator: Annotated[
+        str | None, typer.Option(help="Who re-drives (default: login name).")
+    ] = None,
+    no_checks: NoChecks = False,
+    raw: Raw = False,
+    processes: Processes = None,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress line on stderr (default: on a terminal).")
+    ] = None,
+    bootstrap: Bootstrap = None,
+    database_url: DatabaseUrl = None,
+) -> None:
+    """`oix replay --to-topic T [filters]`: re-drive a range to a recovering partner's topic.
+
+    The same as `oix replay export --to-topic T [filters]`. Without --to-topic,
+    name a command (export, check-evidence, compare).
+    """
+    given = [
+        name
+        for name, value in ctx.params.items()
+        if value not in (_DEFAULTS[name], [], ())  # a repeatable option left out is empty
+    ]
+    if ctx.invoked_subcommand is not None:
+        if given:
+            options = ", ".join(f"--{name.replace('_', '-')}" for name in sorted(given))
+            raise fail(
+                f"{options}: put the options after the command "
+                f"(oix replay {ctx.invoked_subcommand} …)",
+                EXIT_CONFIG,
+            )
+        return
+    if to_topic is None:
+        raise fail(
+            "--to-topic: say where to re-drive, or name a command (export, check-evidence, "
+            "compare; oix replay --help)",
+            EXIT_CONFIG,
+        )
+    export(
+        topic=topic,
+        party=party,
+        party_role=party_role,
+        partition=partition,
+        from_offset=from_offset,
+        to_offset=to_offset,
+        since=since,
+        until=until,
+        message_id=message_id,
+        event_id=event_id,
+        report_type=report_type,
+        originator=originator,
+        signature_status=signature_status,
+        mode=mode,
+        source=source,
+        output_format=None,
+        output=None,
+        compression=AvroCodec.DEFLATE,
+        no_checks=no_checks,
+        raw=raw,
+        processes=processes,
+        evidence=None,
+        sign_key=None,
+        signer="",
+        to_topic=to_topic,
+        force=force,
+        operator=operator,
+        progress=progress,
+        bootstrap=bootstrap,
+        database_url=database_url,
+    )
+
+
+_DEFAULTS = {
+    name: (None if parameter.default is inspect.Parameter.empty else parameter.default)
+    for name, parameter in inspect.signature(replay_to_topic).parameters.items()
+    if name != "ctx"
+}
+"""The re-drive options' defaults: any other value before a command is misplaced."""
 
 
 @commands.command("check-evidence")

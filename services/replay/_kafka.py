@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import deque
 from collections.abc import AsyncGenerator, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,14 +26,18 @@ from aiokafka.errors import KafkaError
 from services.bus import (
     Exchange,
     Follower,
+    KafkaRecord,
     LogEvent,
+    OpenerPool,
     Position,
     Settings,
     consumer,
     get_logger,
     start_consumer,
 )
-from services.replay._record import Replayed, open_replayed
+from services.replay._errors import SelectionError
+from services.replay._opening import Opening, opening_for
+from services.replay._record import Replayed, open_replayed, raw_replayed
 from services.replay._select import Selection
 
 log = get_logger(__name__)
@@ -149,13 +154,17 @@ async def _starts(
     return positions
 
 
-async def read_kafka(
+async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open ahead, yield in order
     settings: Settings,
     bootstrap: str,
     exchange: Exchange,
     selection: Selection,
     *,
     checks: bool = True,
+    raw: bool = False,
+    processes: int = 0,
+    workers_after: int = 4096,
+    reports: bool = True,
     stats: ReadStats | None = None,
     stop: asyncio.Event | None = None,
 ) -> AsyncGenerator[Replayed]:
@@ -164,46 +173,147 @@ async def read_kafka(
     Reads up to each partition's high watermark at the start (or ``to_offset``)
     and ends; ``stop`` ends it early after the current record. Use with
     :func:`contextlib.aclosing`.
+
+    ``raw``: neither decode nor verify (a bulk copy: wire bytes, headers and
+    coordinates; type, message id and originator as the headers say).
+    ``processes``: worker processes that open (decode and, with ``checks``,
+    verify) records while this one fetches and writes; 0 opens them here.
+    They start once ``workers_after`` records were read, this process opening
+    until they are up (0: they open every record): a short range never waits
+    for them (about a second of CPU each: import, load the agreement and schemas).
+    ``reports=False``: records opened by workers carry the report encoded for
+    the Avro container (:attr:`Replayed.report_avro`) instead of a dict.
+
+    Raises:
+        SelectionError: ``raw`` with a filter on the report's content.
     """
     stats = stats if stats is not None else ReadStats()
+    if raw and selection.needs_content:
+        raise SelectionError(
+            "--raw: the event id and mode filters need decoded reports; drop --raw"
+        )
     topics = selection.topics or tuple(exchange.router.all_topics())
-    positions = await _starts(settings, bootstrap, topics, selection, stats)
-    opener = exchange.opener if checks else None
-    codec = exchange.codec
+    pool: OpenerPool[Opening] | None = None
+    starting: asyncio.Task[None] | None = None
+    try:
+        positions = await _starts(settings, bootstrap, topics, selection, stats)
+        opener = exchange.opener if checks else None
+        codec = exchange.codec
 
-    async def where(partitions: Sequence[TopicPartition]) -> dict[TopicPartition, Position]:
-        return {tp: positions[tp] for tp in partitions if tp in positions}
+        def open_here(record: KafkaRecord) -> Replayed:
+            if raw:
+                return raw_replayed("kafka", record)
+            return open_replayed(codec, opener, "kafka", record)
 
-    follower = Follower(
-        settings,
-        bootstrap,
-        positions=where,
-        group_id=None,
-        until="highwater",
-        name="oix-replay",
-        fetch_max_bytes=FETCH_MAX_BYTES,
-    )
-    remaining = set(positions)
-    await follower.assign(remaining)
-    to_offset = selection.to_offset
-    async with follower:
-        while remaining and not follower.done and not (stop is not None and stop.is_set()):
-            for piece in await follower.fetch(200):
-                stats.events.extend(piece.events)
-                for record in piece.records:
-                    if to_offset is not None and record.offset > to_offset:
-                        break
-                    stats.read += 1
-                    if not selection.in_range(record.offset, record.timestamp):
-                        continue
-                    replayed = open_replayed(codec, opener, "kafka", record)
-                    if selection.keeps(replayed):
-                        stats.kept += 1
-                        stats.undecodable += replayed.report is None
-                        yield replayed
-                    if stop is not None and stop.is_set():
+        async def where(partitions: Sequence[TopicPartition]) -> dict[TopicPartition, Position]:
+            return {tp: positions[tp] for tp in partitions if tp in positions}
+
+        follower = Follower(
+            settings,
+            bootstrap,
+            positions=where,
+            group_id=None,
+            until="highwater",
+            name="oix-replay",
+            fetch_max_bytes=FETCH_MAX_BYTES,
+        )
+        remaining = set(positions)
+        await follower.assign(remaining)
+        to_offset = selection.to_offset
+        ahead: deque[tuple[list[KafkaRecord], asyncio.Task[list[Opening]]]] = deque()
+        opened = 0
+
+        def stopped() -> bool:
+            return stop is not None and stop.is_set()
+
+        try:
+            async with follower:
+                while True:
+                    batch: list[KafkaRecord] = []
+                    if remaining and not follower.done and not stopped():
+                        for piece in await follower.fetch(200):
+                            stats.events.extend(piece.events)
+                            for record in piece.records:
+                                if to_offset is not None and record.offset > to_offset:
+                                    break
+                                stats.read += 1
+                                if selection.in_range(record.offset, record.timestamp):
+                                    batch.append(record)
+                            last = piece.records[-1].offset if piece.records else None
+                            if to_offset is not None and last is not None and last >= to_offset:
+                                remaining.discard(piece.partition)
+                                await follower.assign(remaining)
+                    elif not ahead:
                         return
-                last = piece.records[-1].offset if piece.records else None
-                if to_offset is not None and last is not None and last >= to_offset:
-                    remaining.discard(piece.partition)
-                    await follower.assign(remaining)
+                    opened += len(batch)
+                    if pool is None and processes > 0 and not raw and opened >= workers_after:
+                        # A long range: start the workers; this process opens until they are up.
+                        pool = OpenerPool(
+                            settings,
+                            opening_for(checks=checks, reports=reports or selection.needs_content),
+                            processes,
+                            exchange.opener,
+                        )
+                        starting = asyncio.create_task(pool.start())
+                        if workers_after == 0:
+                            await starting  # asked for workers from the first record
+                    if pool is not None and starting is not None and starting.done():
+                        starting.result()  # raises what starting the workers raised
+                        if batch:
+                            task = asyncio.create_task(
+                                pool.open([(r.value, tuple(r.headers)) for r in batch])
+                            )
+                            ahead.append((batch, task))
+                        fetching = remaining and not follower.done and not stopped()
+                        # Keep the workers busy: open the next fetch while this one is written.
+                        if not ahead or (fetching and len(ahead) < OPEN_AHEAD):
+                            continue
+                        records, task = ahead.popleft()
+                        openings = await task
+                        replayed = [_assemble(r, o) for r, o in zip(records, openings, strict=True)]
+                    else:
+                        replayed = [open_here(record) for record in batch]
+                    for one in replayed:
+                        if selection.keeps(one):
+                            stats.kept += 1
+                            stats.undecodable += one.undecodable
+                            yield one
+                        if stopped():
+                            return
+        finally:
+            for _, task in ahead:
+                task.cancel()
+    finally:
+        if starting is not None:
+            starting.cancel()
+        if pool is not None:
+            pool.close()
+
+
+OPEN_AHEAD = 3
+"""Fetched batches being opened by the workers while the oldest is yielded."""
+
+
+def _assemble(record: KafkaRecord, opening: Opening) -> Replayed:
+    return Replayed(
+        "kafka",
+        record.topic,
+        record.partition,
+        0,
+        record.offset,
+        record.timestamp,
+        record.timestamp_type,
+        record.key,
+        tuple(record.headers),
+        record.value,
+        opening.schema_fingerprint,
+        opening.report_type,
+        opening.message_id,
+        opening.originator,
+        opening.signature_status,
+        opening.signature_detail,
+        opening.report,
+        opening.decode_error,
+        None,
+        opening.report_avro,
+    )

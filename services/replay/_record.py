@@ -28,6 +28,8 @@ from services.bus import (
 
 NOT_CHECKED = "not_checked"
 """The signature status of a record replayed without signature checks (``--no-checks``)."""
+NOT_CHECKED_DETAIL = "replayed without signature checks"
+RAW_DETAIL = "replayed raw: not decoded, signature not checked"
 
 Headers = tuple[tuple[str, bytes], ...]
 
@@ -60,6 +62,14 @@ class Replayed:
     decode_error: str | None
     stored: AuditRecord | None = None
     """The audit store's row (its chain link), for records read from the store."""
+    report_avro: bytes | None = None
+    """The report as the Avro container's ``report`` union (index, then body), when the
+    reader made it: worker processes send this instead of the decoded dict (``_opening``)."""
+
+    @property
+    def undecodable(self) -> bool:
+        """Opening the value failed (a raw replay, which does not decode, is not undecodable)."""
+        return self.decode_error is not None
 
     @property
     def time(self) -> datetime:
@@ -148,7 +158,7 @@ def open_replayed(
         if stored is not None:
             status, detail = stored.signature_status, stored.signature_detail
         else:
-            status, detail = NOT_CHECKED, "replayed without signature checks"
+            status, detail = NOT_CHECKED, NOT_CHECKED_DETAIL
     if decoded is not None:
         report = decoded.record
         message_id: str | None = str(decoded.message_id)
@@ -177,6 +187,53 @@ def open_replayed(
         detail,
         report,
         error,
+        stored,
+    )
+
+
+def raw_replayed(
+    source: str, facts: KafkaRecord, *, epoch: int = 0, stored: AuditRecord | None = None
+) -> Replayed:
+    """A record replayed raw: wire bytes, headers and coordinates, neither decoded nor verified.
+
+    Type, message id and originator are what the headers (or the store's row) say;
+    the report is null and no decode error is claimed.
+    """
+    if stored is not None and stored.purged_at is not None:
+        return _purged(source, facts, epoch, stored)
+    headers = tuple(facts.headers)
+    if stored is not None:
+        report_type, message_id, originator = (
+            stored.report_type,
+            stored.message_id,
+            stored.originator,
+        )
+        status, detail = stored.signature_status, stored.signature_detail
+    else:
+        found = dict(headers)
+        report_type = _text(found, H_TYPE)
+        message_id = _text(found, H_MESSAGE_ID)
+        originator = _text(found, H_ORIGINATOR)
+        status, detail = NOT_CHECKED, RAW_DETAIL
+    return Replayed(
+        source,
+        facts.topic,
+        facts.partition,
+        epoch,
+        facts.offset,
+        facts.timestamp,
+        facts.timestamp_type,
+        facts.key,
+        headers,
+        facts.value,
+        _fingerprint(facts.value),
+        report_type,
+        message_id,
+        originator,
+        status,
+        detail,
+        None,
+        None,
         stored,
     )
 

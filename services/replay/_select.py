@@ -116,6 +116,11 @@ class Selection:
             return False
         return until is None or timestamp < until
 
+    @property
+    def needs_content(self) -> bool:
+        """Whether a filter looks into the decoded report (event id, mode)."""
+        return self.event_id is not None or self.mode is not None
+
     def keeps(self, record: Replayed) -> bool:
         """Whether ``record`` passes every filter (ranges included)."""
         if self.partition is not None and record.partition != self.partition:

@@ -15,8 +15,9 @@ from collections.abc import AsyncGenerator
 
 from services.audit import RecordScan
 from services.bus import Exchange
+from services.replay._errors import SelectionError
 from services.replay._kafka import ReadStats
-from services.replay._record import Replayed, StoredFacts, open_replayed
+from services.replay._record import Replayed, StoredFacts, open_replayed, raw_replayed
 from services.replay._select import Selection
 
 
@@ -26,6 +27,7 @@ async def read_store(
     selection: Selection,
     *,
     checks: bool = True,
+    raw: bool = False,
     stats: ReadStats | None = None,
     stop: asyncio.Event | None = None,
     epoch: int | None = None,
@@ -33,9 +35,18 @@ async def read_store(
     """The selected stored records in chain order (topic, partition, epoch, offset).
 
     ``epoch`` keeps one epoch of the partitions (e.g. the newest, to compare
-    with the log the broker serves). Use with :func:`contextlib.aclosing`.
+    with the log the broker serves). ``raw``: neither decode nor verify again;
+    the row's type, ids and recorded signature status are shown. Use with
+    :func:`contextlib.aclosing`.
+
+    Raises:
+        SelectionError: ``raw`` with a filter on the report's content.
     """
     stats = stats if stats is not None else ReadStats()
+    if raw and selection.needs_content:
+        raise SelectionError(
+            "--raw: the event id and mode filters need decoded reports; drop --raw"
+        )
     wanted = selection.scan_filter(selection.topics)
     if epoch is not None:
         wanted = dataclasses.replace(wanted, epoch=epoch)
@@ -43,12 +54,15 @@ async def read_store(
     codec = exchange.codec
     async for row in scan.records(wanted):
         stats.read += 1
-        replayed = open_replayed(
-            codec, opener, "store", StoredFacts.of(row), epoch=row.epoch, stored=row
+        facts = StoredFacts.of(row)
+        replayed = (
+            raw_replayed("store", facts, epoch=row.epoch, stored=row)
+            if raw
+            else open_replayed(codec, opener, "store", facts, epoch=row.epoch, stored=row)
         )
         if selection.keeps(replayed):
             stats.kept += 1
-            stats.undecodable += replayed.report is None
+            stats.undecodable += replayed.undecodable
             yield replayed
         if stop is not None and stop.is_set():
             return

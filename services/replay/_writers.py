@@ -16,11 +16,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-import fastavro
 import orjson
 
 from services.bus import Codec
-from services.replay._container import REPORTS_NAMESPACE, container_schema, report_names
+from services.replay._avro import RecordEncoder, replay_container
+from services.replay._container import REPORTS_NAMESPACE, report_names
 from services.replay._errors import ReplayError
 from services.replay._flat import columns, flatten
 from services.replay._record import Replayed, header_items, json_default
@@ -179,45 +179,26 @@ class CsvWriter:
 
 
 class AvroWriter:
-    """An Avro object container file, the writer schema embedded (``_container``)."""
+    """An Avro object container file, the writer schema embedded (``_container``).
+
+    Records are encoded field by field and the report's body copied where it
+    already is the current schema's encoding (``_avro``): several times faster
+    than fastavro's writer, and read back by fastavro and the reference
+    ``avro`` package alike.
+    """
 
     def __init__(self, stream: IO[bytes], codec: Codec, compression: AvroCodec) -> None:
         self._stream = stream
-        schema = fastavro.parse_schema(container_schema(codec))
-        self._names = {name: f"{REPORTS_NAMESPACE}.{name}" for name in report_names(codec)}
-        self._writer = fastavro.write.Writer(stream, schema, codec=str(compression))
+        self._encoder = RecordEncoder(codec)
+        self._file = replay_container(stream, codec, str(compression))
 
     def write(self, record: Replayed) -> None:
         """Append one record (blocks are written as they fill)."""
-        report: Any = None
-        if record.report is not None and record.report_type is not None:
-            report = (self._names[record.report_type], record.report)  # the union's branch
-        self._writer.write(
-            {
-                "source": record.source,
-                "topic": record.topic,
-                "partition": record.partition,
-                "epoch": record.epoch,
-                "offset": record.offset,
-                "timestamp": record.timestamp,
-                "timestamp_type": record.timestamp_type,
-                "key": record.key,
-                "headers": [{"name": n, "value": v} for n, v in record.headers],
-                "value": record.value,
-                "schema_fingerprint": record.schema_fingerprint,
-                "report_type": record.report_type,
-                "message_id": record.message_id,
-                "originator": record.originator,
-                "signature_status": record.signature_status,
-                "signature_detail": record.signature_detail,
-                "decode_error": record.decode_error,
-                "report": report,
-            }
-        )
+        self._file.append(self._encoder.encode(record))
 
     def close(self) -> None:
         """Write the last block."""
-        self._writer.flush()
+        self._file.close()
         self._stream.flush()
 
 

@@ -15,7 +15,11 @@ finding with its coordinates:
    are those the chain covers;
 4. every record's Ed25519 signature over its value, with the key its
    ``oix-key-id`` header names among the agreement's keys (``keys.json``),
-   agrees with the status the audit store recorded.
+   made by the party the record names as its originator, with a key that was
+   valid (``not_before`` <= created_at < ``not_after``) at the record's
+   **signed** creation time (``header.created_at`` of the decoded report, as
+   OIX's verifier judges it: rotation windows), agrees with the status the
+   audit store recorded.
 
 Exit status 0: the bundle checks clean; 1: a finding; 2: unreadable.
 """
@@ -29,6 +33,7 @@ import json
 import struct
 import sys
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -159,31 +164,74 @@ def _check_signature(bundle: Path, manifest: dict[str, Any], findings: list[str]
     return f"signed by {signer.get('name', '?')} (public key {signer['public_key']})"
 
 
-def _keys(bundle: Path) -> dict[str, tuple[str, Ed25519PublicKey]]:
+Key = tuple[str, Ed25519PublicKey, "datetime | None", "datetime | None"]
+"""A key of keys.json: its party, public key, and validity window (not_before, not_after)."""
+
+
+def _moment(text: str | None) -> datetime | None:
+    """An ISO 8601 time (``Z`` accepted on every Python 3), or None."""
+    if text is None:
+        return None
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))  # noqa: FURB162  # Python < 3.11
+    if moment.tzinfo is None:
+        raise ValueError(f"{text}: a time without its UTC offset")
+    return moment
+
+
+def _keys(bundle: Path) -> dict[str, Key]:
     keys = {}
     for item in json.loads((bundle / KEYS).read_text())["keys"]:
         public = Ed25519PublicKey.from_public_bytes(base64.b64decode(item["public_key"]))
-        keys[item["key_id"]] = (item["party"], public)
+        window = (_moment(item.get("not_before")), _moment(item.get("not_after")))
+        keys[item["key_id"]] = (item["party"], public, *window)
     return keys
 
 
-def _signature_finding(
-    record: dict[str, Any], keys: dict[str, tuple[str, Ed25519PublicKey]]
-) -> tuple[bool, str | None]:
-    """Whether the value's signature checks out by its originator's key, and a contradiction."""
+def _created_at(stored: dict[str, Any]) -> datetime | None:
+    """The signed creation time: ``header.created_at`` of the decoded report, if readable."""
+    if stored["decoded"] is None or stored["decode_error"] is not None:
+        return None
+    created = json.loads(stored["decoded"]).get("header", {}).get("created_at")
+    return None if created is None else _moment(created)
+
+
+def _outside(key: Key, created_at: datetime | None) -> str | None:
+    """Why the key was not valid when the record was created (None: it was)."""
+    _, _, not_before, not_after = key
+    if created_at is None:
+        return None  # undecodable: not verified anyway (its originator is unproven)
+    created = created_at.isoformat()
+    if not_before is not None and created_at < not_before:
+        return f"created at {created}, before its key's not_before {not_before.isoformat()}"
+    if not_after is not None and created_at >= not_after:
+        return f"created at {created}, at or after its key's not_after {not_after.isoformat()}"
+    return None
+
+
+def _signature_finding(record: dict[str, Any], keys: dict[str, Key]) -> tuple[bool, str | None]:
+    """Whether the value's signature checks out, and a contradiction with the recorded status.
+
+    Checks out: made with the key of the originator the decoded content names,
+    the key valid at the record's signed creation time (as OIX's verifier).
+    """
     headers = {h["name"]: h["value"] for h in record["headers"]}
     signature, key_id = headers.get("oix-signature"), headers.get("oix-key-id")
     stored = record["stored"]
-    verified = False
+    verified, why = False, "its signature does not verify by its originator's key"
     if signature and key_id and key_id.decode(errors="replace") in keys:
-        party, public = keys[key_id.decode()]
+        key = keys[key_id.decode()]
         try:
-            public.verify(signature, record["value"] or b"")
-            verified = party == stored["originator"]
+            key[1].verify(signature, record["value"] or b"")
+            # Undecodable content names no proven originator (OIX: unverified_origin).
+            verified = key[0] == stored["originator"] and stored["decode_error"] is None
         except InvalidSignature:
             verified = False
+        if verified:
+            outside = _outside(key, _created_at(stored))
+            if outside is not None:
+                verified, why = False, f"its key was not valid then: {outside}"
     if stored["signature_status"] == "valid" and not verified:
-        return False, "recorded as valid, but its signature does not verify by its originator's key"
+        return False, f"recorded as valid, but {why}"
     return verified, None
 
 
@@ -253,7 +301,7 @@ def check(bundle: Path) -> tuple[list[str], list[str]]:  # noqa: C901  # one pas
         f"manifest: {signed}",
         f"records: {total} in {len(chains)} partition chain(s)",
         (
-            f"signatures: {valid} verified by their originator's key, "
+            f"signatures: {valid} verified by their originator's key valid at their creation, "
             f"{purged} purged by retention (chained by digest), {total - valid - purged} not"
         ),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import signal
 import subprocess
@@ -140,3 +141,53 @@ async def test_ctrl_c_leaves_the_output_complete_and_valid(
         offsets = [json.loads(line)["offset"] for line in out.read_text().splitlines()]
     assert 0 < len(offsets) < 30_000
     assert offsets == list(range(len(offsets)))
+
+
+async def test_replay_to_topic_redrives_as_the_issue_words_it(
+    settings: Settings, exchange: Exchange, tmp_path: Path
+) -> None:
+    """`oix replay --to-topic T [filters]` (and `oix replay export --to-topic T`) re-drive;
+    options before a command, or neither, are one clear error line."""
+    source = exchange.naming.feed("LT-VSAT", "incidents")
+    reports = sealed(exchange, "LT-VSAT", 4)
+    await produce(settings, source, reports)
+    env = env_of(settings)
+    target = f"recovery-{settings.topic_prefix}"
+    done = oix(
+        env, "replay", "--to-topic", target, "--topic", source, "--from-offset", "1",
+        "--operator", "auditor-2", "--processes", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert f"re-drove 3 record(s) to {target}" in done.stdout
+    done = oix(env, "replay", "export", "--to-topic", target, "--topic", source, "--to-offset", "0")
+    assert done.returncode == 0, done.stderr
+    assert f"re-drove 1 record(s) to {target}" in done.stdout
+    out = tmp_path / "copies.avro"
+    done = oix(
+        env, "replay", "export", "--topic", target, "--raw", "--format", "avro", "--out", str(out)
+    )
+    assert done.returncode == 0, done.stderr
+    with out.open("rb") as stream:
+        copies = [r for r in fastavro.reader(stream) if isinstance(r, dict)]
+    by_offset = {
+        int({h["name"]: h["value"] for h in c["headers"]}["oix-replay-source-offset"]): c
+        for c in copies
+    }
+    assert sorted(by_offset) == [0, 1, 2, 3]
+    for offset, original in enumerate(reports):
+        copy = by_offset[offset]
+        assert copy["value"] == original.value
+        assert [(h["name"], h["value"]) for h in copy["headers"]][: len(original.headers)] == list(
+            original.headers
+        )
+        operator = {h["name"]: h["value"] for h in copy["headers"]}["oix-replay-operator"]
+        assert operator == (getpass.getuser().encode() if offset == 0 else b"auditor-2")
+        assert copy["report"] is None  # --raw: not decoded
+    done = oix(env, "replay", "--to-topic", source, "--topic", source)
+    assert "live OIX feed topic" in one_error_line(done)
+    done = oix(env, "replay", "--topic", source)
+    assert "--to-topic" in one_error_line(done)
+    done = oix(env, "replay", "--topic", source, "export")
+    assert "after the command" in one_error_line(done)
+    done = oix(env, "replay", "export", "--topic", source, "--raw", "--mode", "TEST")
+    assert "--raw" in one_error_line(done)

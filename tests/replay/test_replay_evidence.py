@@ -18,6 +18,7 @@ from typing import Any
 
 import fastavro
 import pytest
+import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from polling import eventually
@@ -279,3 +280,65 @@ async def test_a_bundle_of_purged_records_checks_clean_and_their_content_cannot_
     done = standalone(result.directory)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "content differs" in done.stdout
+
+
+def with_key_window(settings: Settings, directory: Path, **window: str) -> Settings:
+    """The settings with an agreement giving LT-VSAT's key the validity ``window``."""
+    agreement = yaml.safe_load(Path(settings.agreement).read_text())
+    agreement["parties"]["LT-VSAT"]["keys"][0].update(window)
+    path = directory / "agreement.yaml"
+    path.write_text(yaml.safe_dump(agreement, sort_keys=False))
+    return settings.model_copy(update={"agreement": path})
+
+
+async def test_a_message_signed_outside_its_keys_window_is_found_by_both_checkers(
+    settings: Settings, exchange: Exchange, sqlite_url: str, tmp_path: Path
+) -> None:
+    """Stored as valid while the key had no window; the agreement in force at the export
+    ends the key's window before the records' signed creation time (a key retired, or
+    found compromised, later): both checkers report every such record."""
+    topic = exchange.naming.feed("LT-VSAT", "incidents")
+    await produce(settings, topic, sealed(exchange, "LT-VSAT", 3))
+    async with audit_running(settings, exchange, sqlite_url) as consumer:
+        await eventually(lambda: consumer.stored >= 3, "3 records stored", timeout=60)
+    bundles = {}
+    for name, window in (
+        ("retired", {"not_after": "2026-01-01T00:00:00Z"}),
+        ("not-yet", {"not_before": "2099-01-01T00:00:00Z"}),
+        ("in-force", {"not_before": "2026-01-01T00:00:00Z", "not_after": "2099-01-01T00:00:00Z"}),
+    ):
+        (tmp_path / name).mkdir()
+        changed = with_key_window(settings, tmp_path / name, **window)
+        scan = await RecordScan.open(sqlite_url)
+        try:
+            result = await export_evidence(
+                scan,
+                Exchange.from_settings(changed),
+                changed,
+                Selection(topics=(topic,)),
+                tmp_path / name / "bundle",
+            )
+        finally:
+            await scan.close()
+        keys = json.loads((result.directory / "keys.json").read_text())["keys"]
+        assert any(k["not_after"] or k["not_before"] for k in keys)  # the window is recorded
+        bundles[name] = result.directory
+
+    clean = check_evidence(bundles["in-force"])
+    assert (clean.findings, clean.valid_signatures) == ([], 3)
+    done = standalone(bundles["in-force"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 verified" in done.stdout
+
+    for name, word in (("retired", "not_after"), ("not-yet", "not_before")):
+        found = check_evidence(bundles[name])
+        assert found.valid_signatures == 0
+        assert len(found.findings) == 3, found.findings
+        assert all("recorded as valid" in f and "valid" in f for f in found.findings)
+        assert all("offset" in f for f in found.findings)
+        done = standalone(bundles[name])
+        assert done.returncode == 1, done.stdout + done.stderr
+        findings = [line for line in done.stdout.splitlines() if line.startswith("FINDING")]
+        assert len(findings) == 3, done.stdout
+        assert all("its key was not valid then" in f and word in f for f in findings)
+        assert "0 verified" in done.stdout

@@ -25,6 +25,8 @@ from services.replay import (
     Format,
     Replayed,
     Selection,
+    SelectionError,
+    container_schema,
     csv_columns,
     open_writer,
     read_kafka,
@@ -143,3 +145,90 @@ def test_csv_reads_back_to_the_same_reports(
         schema = exchange.codec.registry.current[row["report_type"]].schema
         data = unflatten(row, schema, "eu.oix.exchange")
         assert model(row["report_type"], data) == model(row["report_type"], original.report)
+
+
+def read_both(path: Path) -> list[dict[str, Any]]:
+    """The records of an Avro file by fastavro, checked equal to the reference package's."""
+    with path.open("rb") as stream:
+        by_fastavro = [r for r in fastavro.reader(stream) if isinstance(r, dict)]
+    with path.open("rb") as stream:
+        reference = avro.datafile.DataFileReader(stream, avro.io.DatumReader())
+        by_reference = list(reference)
+        reference.close()
+    assert [plain(r) for r in by_fastavro] == [plain(r) for r in by_reference]
+    return by_fastavro
+
+
+async def test_every_reading_mode_writes_the_same_readable_avro(
+    replayed: list[Replayed], settings: Settings, exchange: Exchange, tmp_path: Path
+) -> None:
+    """Worker processes (reports sent back encoded) give the records opening in-process
+    gives; fastavro's own writer gives them too; a raw replay keeps every record's bytes,
+    headers and coordinates and decodes nothing."""
+    assert settings.bootstrap is not None
+    topic = exchange.naming.feed("LT-VSAT", "incidents")
+    selection = Selection(topics=(topic,))
+    expected = tmp_path / "in-process.avro"
+    write(Format.AVRO, expected, exchange, replayed)
+    records = read_both(expected)
+    by_fastavro = tmp_path / "fastavro.avro"
+    names = {name: f"eu.oix.exchange.{name}" for name in exchange.codec.registry.current}
+    with by_fastavro.open("wb") as stream:
+        fastavro.writer(
+            stream,
+            fastavro.parse_schema(container_schema(exchange.codec)),
+            [
+                {
+                    **r,
+                    "report": None
+                    if r["report"] is None
+                    else (names[r["report_type"]], r["report"]),
+                }
+                for r in records
+            ],
+        )
+    assert read_both(by_fastavro) == records
+
+    modes: dict[str, dict[str, Any]] = {
+        "workers-checked": {"processes": 2, "workers_after": 0, "reports": False},
+        "workers-decoded": {"processes": 2, "workers_after": 0, "reports": False, "checks": False},
+        "raw": {"raw": True},
+    }
+    for name, how in modes.items():
+        reader = read_kafka(settings, settings.bootstrap, exchange, selection, **how)
+        async with contextlib.aclosing(reader) as stream:
+            found = [record async for record in stream]
+        if name.startswith("workers"):  # opened by the workers: reports come encoded
+            assert all(r.report is None for r in found)
+            assert [r.report_avro is not None for r in found] == [not r.undecodable for r in found]
+        path = tmp_path / f"{name}.avro"
+        write(Format.AVRO, path, exchange, found)
+        got = read_both(path)
+        assert len(got) == len(records) == 7
+        for record, original in zip(got, records, strict=True):
+            same = ("topic", "partition", "offset", "timestamp", "key", "headers", "value")
+            assert {k: record[k] for k in same} == {k: original[k] for k in same}
+        if name == "workers-checked":
+            assert got == records
+        elif name == "workers-decoded":
+            assert [r["report"] for r in got] == [r["report"] for r in records]
+            assert {r["signature_status"] for r in got} == {"not_checked"}
+            assert [r["decode_error"] is None for r in got] == [
+                r["decode_error"] is None for r in records
+            ]
+        else:
+            assert all(r["report"] is None and r["decode_error"] is None for r in got)
+            assert {r["signature_status"] for r in got} == {"not_checked"}
+            assert [r["message_id"] for r in got[:6]] == [r["message_id"] for r in records[:6]]
+            assert got[6]["message_id"] is None  # the broken value has no headers
+
+
+async def test_raw_refuses_filters_on_decoded_content(
+    settings: Settings, exchange: Exchange
+) -> None:
+    assert settings.bootstrap is not None
+    selection = Selection(topics=("x",), mode="TEST")
+    reader = read_kafka(settings, settings.bootstrap, exchange, selection, raw=True)
+    with pytest.raises(SelectionError, match="--raw"):
+        async with contextlib.aclosing(reader) as stream:
+            [record async for record in stream]
