@@ -301,6 +301,35 @@ async def test_the_detail_shows_every_version_what_changed_and_acknowledges(
         )
         == 2
     )
+    # The map draws the agreement's border sections and marks the event's, the point on it.
+    section = original.location.border_section
+    drawn = await browser.js(
+        "const map = document.querySelectorAll('section.version svg.map')[1];"
+        "const marked = [...map.querySelectorAll('polyline.section.marked')];"
+        "const point = map.querySelector('circle.point');"
+        "const [px, py] = [Number(point.getAttribute('cx')), Number(point.getAttribute('cy'))];"
+        "const v = [...marked[0].points];"
+        "const near = Math.min(...v.slice(1).map((b, i) => {"
+        "  const a = v[i], dx = b.x - a.x, dy = b.y - a.y;"
+        "  const t = Math.max(0, Math.min(1, ((px - a.x) * dx + (py - a.y) * dy) / (dx * dx + dy * dy)));"
+        "  return Math.hypot(a.x + t * dx - px, a.y + t * dy - py); }));"
+        "return {marked: marked.map(m => m.dataset.section), vertices: marked[0].points.length,"
+        " others: map.querySelectorAll('polyline.section:not(.marked)').length,"
+        " label: map.querySelector('text.section-label').textContent, near,"
+        " caption: map.closest('figure').querySelector('figcaption').textContent};"
+    )
+    assert drawn["marked"] == [section], drawn
+    assert drawn["vertices"] >= 2, drawn
+    assert drawn["others"] >= 10, drawn
+    assert drawn["label"] == section
+    assert drawn["near"] < 15, "the point lies by its section's line (pixels of 300)"
+    assert f"{section} outlined" in drawn["caption"]
+    assert "approximate" in drawn["caption"]
+    await browser.js(
+        "document.querySelectorAll('section.version svg.map')[1].scrollIntoView({block: 'center'});"
+    )
+    await browser.screenshot("event-map")
+    await browser.js("window.scrollTo(0, 0);")
     # The link to the version it supersedes leads to that report's event.
     await browser.find("section.version li a", "IncidentReport")
     related = await browser.js("return document.querySelector('section.version li a').href;")

@@ -820,11 +820,24 @@ function versionSection(report, index, refs) {
           h("td", {}, k), h("td", {}, v)))))));
 }
 
-// A small map drawn here: reference cities of the region, the border sections (approximate
-// lines, sections.js), the report's section marked and its point.
-const CITIES = [["Tallinn", 59.44, 24.75], ["Riga", 56.95, 24.11], ["Vilnius", 54.69, 25.28],
-  ["Minsk", 53.9, 27.57], ["Warsaw", 52.23, 21.01], ["Kaliningrad", 54.71, 20.51], ["Kyiv", 50.45, 30.52]];
-const BOX = { west: 18, east: 33, south: 49.5, north: 60.5 };
+// A small map drawn here, around the report's section and point: reference towns, the border
+// sections (approximate lines, sections.js), the report's section marked and its point.
+const CITIES = [["Tallinn", 59.44, 24.75], ["Tartu", 58.38, 26.72], ["Narva", 59.38, 28.19],
+  ["Pskov", 57.82, 28.33], ["Riga", 56.95, 24.11], ["Rēzekne", 56.51, 27.33], ["Daugavpils", 55.87, 26.54],
+  ["Vilnius", 54.69, 25.28], ["Klaipėda", 55.71, 21.13], ["Druskininkai", 54.02, 23.97], ["Sovetsk", 55.08, 21.89],
+  ["Kaliningrad", 54.71, 20.51], ["Grodno", 53.68, 23.83], ["Minsk", 53.9, 27.57], ["Suwałki", 54.10, 22.93],
+  ["Białystok", 53.13, 23.16], ["Brest", 52.10, 23.70], ["Warsaw", 52.23, 21.01], ["Lutsk", 50.75, 25.33],
+  ["Lviv", 49.84, 24.03], ["Kyiv", 50.45, 30.52]];
+
+// The square of the map: the marked section and the point with a margin, a few km at least.
+function mapBox(line, point) {
+  const lats = [...line.map(([lat]) => lat), ...(point ? [point.lat] : [])];
+  const lons = [...line.map(([, lon]) => lon), ...(point ? [point.lon] : [])];
+  const lat = (Math.min(...lats) + Math.max(...lats)) / 2, lon = (Math.min(...lons) + Math.max(...lons)) / 2;
+  const cos = Math.cos((lat * Math.PI) / 180);
+  const half = Math.max(0.6, 1.25 * Math.max(Math.max(...lats) - Math.min(...lats), (Math.max(...lons) - Math.min(...lons)) * cos) / 2 + 0.25);
+  return { west: lon - half / cos, east: lon + half / cos, south: lat - half, north: lat + half };
+}
 
 function locationBlock(location) {
   const point = location.point;
@@ -842,38 +855,40 @@ function locationBlock(location) {
 
 function map(point, section) {
   const width = 300, height = 300;
-  const x = (lon) => ((lon - BOX.west) / (BOX.east - BOX.west)) * width;
-  const y = (lat) => ((BOX.north - lat) / (BOX.north - BOX.south)) * height;
+  const marked = SECTIONS[section];
+  const box = mapBox(marked ? marked.line : [], point);
+  const x = (lon) => ((lon - box.west) / (box.east - box.west)) * width;
+  const y = (lat) => ((box.north - lat) / (box.north - box.south)) * height;
   const where = point ? `${point.lat.toFixed(3)} N, ${point.lon.toFixed(3)} E` : "no point given";
   const svg = s("svg", { class: "map", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
     "aria-label": `Map: ${where}, border section ${section}` });
   svg.append(s("title", {}, `Location in ${section}`));
-  for (let lon = 20; lon <= 32; lon += 4) svg.append(s("line", { x1: x(lon), x2: x(lon), y1: 0, y2: height, stroke: "#dde5ec" }));
-  for (let lat = 50; lat <= 60; lat += 2) svg.append(s("line", { y1: y(lat), y2: y(lat), x1: 0, x2: width, stroke: "#dde5ec" }));
+  const step = box.north - box.south > 4 ? 2 : box.north - box.south > 1.5 ? 1 : 0.5;
+  for (let lon = Math.ceil(box.west / step) * step; lon < box.east; lon += step) svg.append(s("line", { x1: x(lon), x2: x(lon), y1: 0, y2: height, stroke: "#dde5ec" }));
+  for (let lat = Math.ceil(box.south / step) * step; lat < box.north; lat += step) svg.append(s("line", { y1: y(lat), y2: y(lat), x1: 0, x2: width, stroke: "#dde5ec" }));
   const points = (line) => line.map(([lat, lon]) => `${x(lon).toFixed(1)},${y(lat).toFixed(1)}`).join(" ");
   // Shared sections (LT-LV and LV-LT) are one line: drawn once, the marked one last, on top.
   const drawn = new Set();
   for (const [code, { line }] of Object.entries(SECTIONS)) {
     if (code === section || drawn.has(line)) continue;
     drawn.add(line);
-    svg.append(s("polyline", { points: points(line), fill: "none", stroke: "#7a8794", "stroke-width": 1.5,
-      class: "section", "data-section": code }));
+    const other = s("polyline", { points: points(line), fill: "none", stroke: "#7a8794", "stroke-width": 2,
+      "stroke-dasharray": "6 3", class: "section", "data-section": code });
+    other.append(s("title", {}, `${code} (approximate)`));
+    svg.append(other);
   }
   for (const [name, lat, lon] of CITIES) {
     svg.append(s("circle", { cx: x(lon), cy: y(lat), r: 2.5, fill: "#333" }));
     svg.append(s("text", { x: x(lon) + 4, y: y(lat) + 4, "font-size": 10, fill: "#1a1a1a" }, name));
   }
-  const marked = SECTIONS[section];
   if (marked) {
     const outline = s("polyline", { points: points(marked.line), fill: "none", stroke: "#0b4f8a", "stroke-width": 5,
-      "stroke-linecap": "round", "stroke-linejoin": "round", class: "section marked", "data-section": section,
-      "aria-current": "location" });
+      "stroke-linecap": "round", "stroke-linejoin": "round", class: "section marked", "data-section": section });
     outline.append(s("title", {}, `${section} (approximate)`));
     svg.append(outline);
-    const [lat, lon] = marked.line[Math.floor(marked.line.length / 2)];
-    const right = x(lon) < width * 0.6;
-    svg.append(s("text", { x: x(lon) + (right ? 8 : -8), y: y(lat) - 6, "text-anchor": right ? "start" : "end",
-      "font-size": 11, "font-weight": "bold", fill: "#0b4f8a", class: "section-label" }, section));
+    svg.append(s("rect", { x: 4, y: 4, width: 7.2 * section.length + 30, height: 20, fill: "#ffffff", stroke: "#8a8a8a" }));
+    svg.append(s("line", { x1: 9, x2: 25, y1: 14, y2: 14, stroke: "#0b4f8a", "stroke-width": 5 }));
+    svg.append(s("text", { x: 30, y: 18, "font-size": 11, "font-weight": "bold", fill: "#0b4f8a", class: "section-label" }, section));
   }
   if (point) {
     const px = Math.min(Math.max(x(point.lon), 0), width), py = Math.min(Math.max(y(point.lat), 0), height);
