@@ -60,6 +60,7 @@ REPO = Path(__file__).resolve().parents[2]
 EE = "EE-PPA"
 STORE_EVENTS = 10_000
 PAGE, KEEP = 50, 500  # console.js: lines per page, lines kept in the page
+PARTNER_ACK_S = 40.0  # a partner's acknowledgement crosses two gateways and the broker
 
 
 @dataclass
@@ -496,7 +497,10 @@ async def test_an_rfi_is_answered_in_its_form_with_field_errors_and_acknowledged
     await browser.open(
         f"{world.lv.url}/console/?view=event&originator={LT}&event={rfi.header.event_id}"
     )
-    await browser.find("#sent .answer-state", f"acknowledged by {LT} (RECEIVED)")
+    # Shown once Latvia's service has read Lithuania's acknowledgement (live, no reload).
+    await browser.find(
+        "#sent .answer-state", f"acknowledged by {LT} (RECEIVED)", timeout=PARTNER_ACK_S
+    )
 
 
 async def _changed(browser: Browser, css: str, before: str) -> bool:

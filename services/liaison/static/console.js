@@ -20,6 +20,7 @@ const state = {
   signatures: new Map(),    // message_id -> {status, key_id}
   cursor: null,
   loading: false,           // a page of the feed is being fetched
+  scrolled: null,           // the page to load once the end of the list stays in view
   behind: false,            // the newest events are not in the page (it shows older ones)
   arrived: 0,               // events that arrived meanwhile, counted instead of shown
   source: null,
@@ -215,6 +216,8 @@ function onChange(change) {
     const reply = change.kind === "acknowledgement" || change.report?.report_type === "AssistanceResponse";
     // Say it rather than redraw: the officer may be reading or filling in the answer form.
     if (same || mine || reply) detailChanged();
+    // A partner's acknowledgement may be of an answer sent from here: its state, in place.
+    if (change.kind === "acknowledgement" && shown.answers.length) answerStates(shown);
   }
   if (view() === "requests" && event?.request) renderRequests();
 }
@@ -333,8 +336,12 @@ function renderFeed() {
   state.behind = false;
   state.arrived = 0;
   // Scrolling to the end of the list loads the next page (the button stays, for the keyboard).
+  // After a short pause: a click on the button (which scrolls it into view) loads one page only.
   const watcher = new IntersectionObserver((seen) => {
-    if (seen.some((entry) => entry.isIntersecting) && !more.hidden) loadFeed(false);
+    clearTimeout(state.scrolled);
+    if (seen.some((entry) => entry.isIntersecting) && !more.hidden) {
+      state.scrolled = setTimeout(() => loadFeed(false), 400);
+    }
   }, { rootMargin: "0px 0px 200px 0px" });
   watcher.observe(more);
   loadFeed(true);
@@ -344,6 +351,7 @@ function renderFeed() {
 // the newest from the top (they load again with "Show the newest"), so a store of tens of
 // thousands of events never becomes tens of thousands of lines.
 async function loadFeed(first) {
+  clearTimeout(state.scrolled);
   if (state.loading) return;
   const search = feedSearch(params(), PAGE);
   if (!first && state.cursor) search.set("cursor", state.cursor);
@@ -498,8 +506,6 @@ async function renderDetail(first) {
   }
   if (view() !== "event" || params().get("event") !== eventId) return;
   state.detail = detail;
-  const sentReplies = await Promise.all(detail.answers.map((a) =>
-    api(`/v1/replies/${a.message_id}`).catch(() => null)));
   const refs = await linkTargets(detail);
   const e = detail.event;
   document.title = `${e.title} — OIX liaison console`;
@@ -523,7 +529,7 @@ async function renderDetail(first) {
       ["Request", e.request ? `${e.request.kind}, due ${when(e.request.due_at)}${e.request.overdue ? " (OVERDUE)" : ""}${e.request.answered_at ? `, answered ${when(e.request.answered_at)}` : ""}` : "—"],
     ]),
     actionsSection(detail),
-    answersSection(detail, sentReplies),
+    answersSection(detail),
     acknowledgementsSection(detail),
     responsesSection(detail),
     h("h2", {}, `Versions (${detail.reports.length})`),
@@ -533,6 +539,20 @@ async function renderDetail(first) {
   state.flash = null;
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
   else if (first) $("#event-title").setAttribute("tabindex", "-1"), $("#event-title").focus();
+  answerStates(detail);
+}
+
+// What became of each answer sent from here: filled in once known, so a slow gateway (the
+// replies carry its status) never holds the page back.
+async function answerStates(detail) {
+  await Promise.all(detail.answers.map(async (a) => {
+    const replies = await api(`/v1/replies/${a.message_id}`).catch(() => null);
+    const acks = replies?.acknowledgements || [];
+    const cell = document.querySelector(`#sent tr[data-message="${CSS.escape(a.message_id)}"] .answer-state`);
+    if (!cell || !acks.length || state.detail !== detail) return;
+    cell.replaceChildren(h("span", { class: "acknowledged" },
+      `acknowledged by ${acks.map((k) => `${k.party} (${k.status})`).join(", ")}`));
+  }));
 }
 
 function detailChanged() {
@@ -745,19 +765,13 @@ function rfiForm(detail, result) {
   return form;
 }
 
-function answersSection(detail, replies) {
+function answersSection(detail) {
   if (!detail.answers.length) return null;
   return h("section", { "aria-labelledby": "sent-title" }, h("h2", { id: "sent-title" }, "Sent from here"),
     h("table", { id: "sent" }, h("thead", {}, h("tr", {}, ["What", "By", "When", "Message", "State"].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, detail.answers.map((a, i) => {
-        const acks = replies[i]?.acknowledgements || [];
-        const stateCell = acks.length
-          ? h("span", { class: "acknowledged" }, `acknowledged by ${acks.map((k) => `${k.party} (${k.status})`).join(", ")}`)
-          : h("span", { class: "sent" }, "sent");
-        return h("tr", { "data-message": a.message_id },
-          h("td", {}, `${a.report_type}: ${a.status}`), h("td", {}, a.officer), h("td", {}, when(a.created_at)),
-          h("td", {}, h("code", {}, a.message_id)), h("td", { class: "answer-state" }, stateCell));
-      }))));
+      h("tbody", {}, detail.answers.map((a) => h("tr", { "data-message": a.message_id },
+        h("td", {}, `${a.report_type}: ${a.status}`), h("td", {}, a.officer), h("td", {}, when(a.created_at)),
+        h("td", {}, h("code", {}, a.message_id)), h("td", { class: "answer-state", "aria-live": "polite" }, h("span", { class: "sent" }, "sent")))))));
 }
 
 function acknowledgementsSection(detail) {
