@@ -440,6 +440,7 @@ async def test_open_requests_count_down_and_overdue_ones_stand_out(world: World)
     assert not await browser.js(f"return !!document.querySelector('{answered}');"), "answered"
 
 
+@pytest.mark.timeout(90)  # two officers, three gateway round trips and a partner's ack
 async def test_an_rfi_is_answered_in_its_form_with_field_errors_and_acknowledged(
     world: World,
 ) -> None:

@@ -91,12 +91,14 @@ class ApiProblem extends Error {
   }
 }
 
-async function api(path, { method = "GET", body } = {}) {
+// Every call has a deadline: a request stuck on a dead connection must not hold a view forever
+// (the page stays open all day).
+async function api(path, { method = "GET", body, timeout = 30000 } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && state.session?.csrf_token) headers["X-CSRF-Token"] = state.session.csrf_token;
   const response = await fetch(path, {
-    method, headers, credentials: "same-origin",
+    method, headers, credentials: "same-origin", signal: AbortSignal.timeout(timeout),
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 204) return null;
@@ -546,7 +548,12 @@ async function renderDetail(first) {
 // replies carry its status) never holds the page back.
 async function answerStates(detail) {
   await Promise.all(detail.answers.map(async (a) => {
-    const replies = await api(`/v1/replies/${a.message_id}`).catch(() => null);
+    let replies = null;
+    // Asked again after a short deadline: seen in the browser tests, a request to the service
+    // now and then hangs while a fresh one is answered at once.
+    for (let attempt = 0; attempt < 3 && !replies && state.detail === detail; attempt += 1) {
+      replies = await api(`/v1/replies/${a.message_id}`, { timeout: 5000 }).catch(() => null);
+    }
     const acks = replies?.acknowledgements || [];
     const cell = document.querySelector(`#sent tr[data-message="${CSS.escape(a.message_id)}"] .answer-state`);
     if (!cell || !acks.length || state.detail !== detail) return;
