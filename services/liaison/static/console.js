@@ -1064,6 +1064,10 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#sign-out").addEventListener("click", signOut);
   document.addEventListener("keydown", onKey);
   window.addEventListener("popstate", render);
+  // A page left for another (kept in the back/forward cache) gives its live stream's
+  // connection back: browsers allow a few per host, and the next page needs them.
+  window.addEventListener("pagehide", closeStream);
+  window.addEventListener("pageshow", (event) => { if (event.persisted && state.session) openStream(); });
   try {
     state.session = await api("/v1/session");
   } catch {
