@@ -5,7 +5,9 @@ In one run, on one embedded broker, with Latvia's liaison service (SQLite):
 - a backlog of signed IncidentReports (10,000 by default) is stored first, so
   the console works against a full store;
 - headless Chromium (Debian's, Selenium) signs in; the time to the first page
-  of the feed, to the next page, and to a filtered page is measured;
+  of the feed, to the next page, to page 11 (where the page's window of 500
+  lines drops the newest 50; the lines kept are printed), and to a filtered
+  page is measured;
 - latency: records produced at a steady 100 reports/s; each one's time from
   produce to its line in the browser's feed (a MutationObserver notes when a
   line is added), beside the baseline of the same records on the live stream
@@ -118,6 +120,14 @@ def page_timings(driver: webdriver.Chrome, url: str) -> list[tuple[str, float]]:
             timed_wait(driver, "return document.querySelectorAll('#feed li').length >= 100;"),
         )
     )
+    # Further back the page keeps a window of 500 lines: page 11 drops the newest 50.
+    for page in range(3, 11):
+        driver.find_element(By.ID, "more").click()
+        timed_wait(driver, f"return document.querySelectorAll('#feed li').length >= {page * 50};")
+    driver.find_element(By.ID, "more").click()
+    deep = timed_wait(driver, "return !document.querySelector('#newer').hidden;")
+    lines = driver.execute_script("return document.querySelectorAll('#feed li').length;")
+    found.append((f"feed: page 11 ({lines} lines kept in the page)", deep))
     started = time.perf_counter()
     driver.get(f"{url}/console/?view=feed&impact=LOW&q=Neman")
     timed_wait(driver, "return document.querySelectorAll('#feed li').length >= 1;")

@@ -10,7 +10,7 @@ check what the other side received.
 
 from __future__ import annotations
 
-import json
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ import pytest
 from console_browser import Browser, start_chromium
 from liaison_support import (
     PASSWORD,
+    SECTIONS,
     RunningGateway,
     RunningLiaison,
     liaison_settings,
@@ -33,6 +34,7 @@ from liaison_support import (
     report,
     running_gateway,
     running_liaison,
+    signed_in,
 )
 from polling import eventually
 from pydantic import SecretStr
@@ -42,7 +44,10 @@ from services.bus import (
     LinkRelation,
     MessageLink,
     Report,
+    SealedReport,
     Settings,
+    ensure_topics,
+    start_producer,
 )
 from services.gateway import Publisher, create_token
 from services.liaison import add_officer
@@ -52,6 +57,10 @@ pytestmark = pytest.mark.timeout(60)
 LT, LV, PL = "LT-VSAT", "LV-VRS", "PL-SG"
 ALL_READERS = ["LV-VRS", "PL-SG", "EE-PPA", "UA-DPSU"]
 REPO = Path(__file__).resolve().parents[2]
+EE = "EE-PPA"
+STORE_EVENTS = 10_000
+PAGE, KEEP = 50, 500  # console.js: lines per page, lines kept in the page
+PARTNER_ACK_S = 40.0  # a partner's acknowledgement crosses two gateways and the broker
 
 
 @dataclass
@@ -293,6 +302,36 @@ async def test_the_detail_shows_every_version_what_changed_and_acknowledges(
         )
         == 2
     )
+    # The map draws the agreement's border sections and marks the event's, the point on it.
+    section = original.location.border_section
+    drawn = await browser.js(
+        "const map = document.querySelectorAll('section.version svg.map')[1];"
+        "const marked = [...map.querySelectorAll('polyline.section.marked')];"
+        "const point = map.querySelector('circle.point');"
+        "const [px, py] = [Number(point.getAttribute('cx')), Number(point.getAttribute('cy'))];"
+        "const v = [...marked[0].points];"
+        "const near = Math.min(...v.slice(1).map((b, i) => {"
+        "  const a = v[i], dx = b.x - a.x, dy = b.y - a.y;"
+        "  const along = ((px - a.x) * dx + (py - a.y) * dy) / (dx * dx + dy * dy);"
+        "  const t = Math.max(0, Math.min(1, along));"
+        "  return Math.hypot(a.x + t * dx - px, a.y + t * dy - py); }));"
+        "return {marked: marked.map(m => m.dataset.section), vertices: marked[0].points.length,"
+        " others: map.querySelectorAll('polyline.section:not(.marked)').length,"
+        " label: map.querySelector('text.section-label').textContent, near,"
+        " caption: map.closest('figure').querySelector('figcaption').textContent};"
+    )
+    assert drawn["marked"] == [section], drawn
+    assert drawn["vertices"] >= 2, drawn
+    assert drawn["others"] >= 10, drawn
+    assert drawn["label"] == section
+    assert drawn["near"] < 15, "the point lies by its section's line (pixels of 300)"
+    assert f"{section} outlined" in drawn["caption"]
+    assert "approximate" in drawn["caption"]
+    await browser.js(
+        "document.querySelectorAll('section.version svg.map')[1].scrollIntoView({block: 'center'});"
+    )
+    await browser.screenshot("event-map")
+    await browser.js("window.scrollTo(0, 0);")
     # The link to the version it supersedes leads to that report's event.
     await browser.find("section.version li a", "IncidentReport")
     related = await browser.js("return document.querySelector('section.version li a').href;")
@@ -388,18 +427,10 @@ async def test_open_requests_count_down_and_overdue_ones_stand_out(world: World)
     )
     await browser.screenshot("requests")
 
-    # Answered with a report: the form's JSON, as an officer would edit it.
+    # Answered with the request's form: the answer is all an officer must write.
     await browser.click(f'#requests tr[data-key="{key(soon)}"] a')
-    answer = {
-        "type": "IncidentReport",
-        "header": {"impact": "LOW", "confidence": "CONFIRMED"},
-        "category": "OTHER",
-        "detected_at": datetime.now(UTC).isoformat(),
-        "location": {"border_section": "LV-BY-LATGALE"},
-        "persons": {"total": 0},
-        "narrative": "The ladders were bought in Grodno; same make as in July.",
-    }
-    await browser.fill("#a-json", json.dumps(answer))
+    await browser.find("#r-question", "ladders")
+    await browser.fill("#r-answer", "The ladders were bought in Grodno; same make as in July.")
     await browser.click("#answer-send")
     await browser.find("#answer-result", "Answer sent")
     assert await browser.text("#sent .answer-state", "sent") == "sent"
@@ -407,6 +438,70 @@ async def test_open_requests_count_down_and_overdue_ones_stand_out(world: World)
     await browser.find(f'#requests tr[data-key="{key(missed)}"]')
     answered = f'#requests tr[data-key="{key(soon)}"]'
     assert not await browser.js(f"return !!document.querySelector('{answered}');"), "answered"
+
+
+@pytest.mark.timeout(90)  # two officers, three gateway round trips and a partner's ack
+async def test_an_rfi_is_answered_in_its_form_with_field_errors_and_acknowledged(
+    world: World,
+) -> None:
+    browser = world.browser
+    rfi = report("08-pl-request-for-information", originator=LT, releasable_to=[LV])
+    rfi = rfi.model_copy(update={"about_message_id": None})
+    await through_gateway(world.lt_system, rfi)
+
+    # Latvia's officer answers it from the keyboard; the service's refusals show by the field.
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    await browser.click("#nav a[data-view=requests]")
+    await browser.click(f'#requests tr[data-key="{key(rfi)}"] a')
+    assert "same make" in await browser.text("#r-question")
+    assert await browser.js("return document.querySelector('#r-section').value;") in SECTIONS[LV]
+    await browser.click("#answer-send")
+    assert await browser.text("#r-answer-error") == "write the answer"
+    assert (await browser.focused())["id"] == "r-answer"
+    await browser.keys("Seen at Silene on 12 August: the same make as in July.")
+    await browser.fill("#r-persons", "-2")
+    await browser.click("#answer-send")
+    persons = await browser.text("#r-persons-error")
+    assert persons, "the refusal of persons.total is shown beside the field"
+    assert (await browser.focused())["id"] == "r-persons"
+    assert await browser.js("return document.querySelector('#r-persons').ariaInvalid;") == "true"
+    assert await browser.js("return document.querySelector('#r-answer-error').textContent;") == ""
+    assert await browser.js("return document.querySelector('#r-persons-error').id;") in (
+        await browser.js(
+            "return document.querySelector('#r-persons').getAttribute('aria-describedby');"
+        )
+    )
+    await browser.keys("\ue009a\ue000", "3")  # Ctrl+A (released), then the right figure
+    await browser.fill("#r-section", SECTIONS[LT][0])
+    await browser.click("#answer-send")
+    assert await browser.text("#r-section-error"), "a section not Latvia's is refused by the field"
+    assert await browser.js("return document.querySelector('#r-persons-error').textContent;") == ""
+    assert (await browser.focused())["id"] == "r-section"
+    await browser.keys("\ue009a\ue000", SECTIONS[LV][0], "\ue007")  # Enter sends the form
+    await browser.find("#answer-result", "Answer sent")
+    assert await browser.text("#sent .answer-state", "sent") == "sent"
+    answer_id = await browser.js("return document.querySelector('#sent tbody tr').dataset.message;")
+    await browser.screenshot("rfi-answered")
+
+    # Lithuania's officer reads the answer and acknowledges it.
+    await browser.sign_in(world.lt.url, "lina", PASSWORD)
+    await browser.click(f'#feed li[data-key^="{LV}/"] a', "IncidentReport")
+    version = await browser.text("section.version", str(answer_id))
+    assert "RESPONDS_TO" in version
+    assert "Seen at Silene" in version
+    assert "persons.total\n3" in version or "persons.total 3" in version, version
+    await browser.click("#ack-received")
+    await browser.find("#ack-result", "RECEIVED sent")
+
+    # Back at Latvia, the answer shows as acknowledged by Lithuania.
+    await browser.sign_in(world.lv.url, "liga", PASSWORD)
+    await browser.open(
+        f"{world.lv.url}/console/?view=event&originator={LT}&event={rfi.header.event_id}"
+    )
+    # Shown once Latvia's service has read Lithuania's acknowledgement (live, no reload).
+    await browser.find(
+        "#sent .answer-state", f"acknowledged by {LT} (RECEIVED)", timeout=PARTNER_ACK_S
+    )
 
 
 async def _changed(browser: Browser, css: str, before: str) -> bool:
@@ -549,16 +644,20 @@ async def test_many_live_events_keep_the_page_bounded_and_older_ones_load_again(
     )
     await eventually(lambda: _only_burst(browser, burst), "the page to hold the burst only")
     assert await browser.js(lines) == 500, "at most 500 lines in the page"
+    shown = await _keys(browser)
     await browser.click("#more")
-    await eventually(lambda: _more_than(browser, lines, 500), "older lines loaded again")
-    keys = await browser.js(
-        "return [...document.querySelectorAll('#feed li')].map(li => li.dataset.key);"
-    )
+    # Older lines load again; the page still holds 500, the newest left from the top.
+    await eventually(lambda: _last_changed(browser, shown[-1]), "older lines loaded again")
+    keys = await _keys(browser)
+    assert len(keys) == 500
+    assert keys[: 500 - PAGE] == shown[PAGE:]
     assert len(keys) == len(set(keys)), "no event twice"
+    await browser.find("#newer", "show the newest")
 
 
-async def _more_than(browser: Browser, script: str, count: int) -> bool:
-    return int(await browser.js(script)) > count
+async def _last_changed(browser: Browser, before: str) -> bool:
+    found = await _keys(browser)
+    return bool(found) and found[-1] != before
 
 
 async def _only_burst(browser: Browser, burst: list[Report]) -> bool:
@@ -591,8 +690,153 @@ async def test_the_main_pages_have_no_serious_accessibility_violations(world: Wo
         await browser.click(f"#nav a[data-view={page}]")
         await browser.find(ready)
         found[page] = await browser.axe()
+        if page == "requests":
+            # An open RFI's answer form, with a field in error.
+            await browser.click("#requests tbody a", "Request for information")
+            await browser.click("#answer-send")
+            await browser.find("#r-answer-error", "write the answer")
+            found["rfi-answer-form"] = await browser.axe()
     serious = {
         page: [v for v in violations if v["impact"] in {"critical", "serious"}]
         for page, violations in found.items()
     }
     assert serious == {page: [] for page in found}, serious
+
+
+async def _fill(settings: Settings, exchange: Exchange, marked: int, polish: int) -> dict[str, Any]:
+    """10,000 signed events released to Estonia written to its feeds, as the benchmark does.
+
+    The first ``marked`` Lithuanian ones mention "okapi" in their narrative only, and
+    ``polish`` come from Poland: both written first, so they are deep in the history.
+    """
+    base = lt_incident(ALL_READERS)
+    lt_sealer, pl_sealer = exchange.sealer(LT), exchange.sealer(PL)
+    pl_base = report("02-lv-incident-ladders", originator=PL, releasable_to=[LT, LV, EE, "UA-DPSU"])
+    sealed_pl: list[SealedReport] = []
+    sealed_lt: list[SealedReport] = []
+    okapi: list[str] = []
+    for _ in range(polish):
+        ids = uuid.uuid4()
+        header = pl_base.header.model_copy(update={"message_id": ids, "event_id": ids})
+        sealed_pl.append(pl_sealer.seal(pl_base.model_copy(update={"header": header})))
+    for i in range(STORE_EVENTS - polish):
+        ids = uuid.uuid4()
+        header = base.header.model_copy(update={"message_id": ids, "event_id": ids})
+        update: dict[str, Any] = {"header": header}
+        if i < marked:
+            update["narrative"] = f"{base.narrative} A tame okapi was seen near the fence."
+            okapi.append(f"{LT}/{ids}")
+        sealed_lt.append(lt_sealer.seal(base.model_copy(update=update), key=f"s-{i % 64}"))
+    producer = await start_producer(settings, settings.bootstrap or "", linger_ms=5)
+    try:
+        for topic, sealed in (
+            (exchange.naming.feed(PL, "incidents"), sealed_pl),
+            (exchange.naming.feed(LT, "incidents"), sealed_lt),
+        ):
+            for start in range(0, len(sealed), 2000):
+                sent = [
+                    await producer.send(topic, s.value, key=s.key, headers=s.headers)
+                    for s in sealed[start : start + 2000]
+                ]
+                await asyncio.gather(*sent)
+    finally:
+        await producer.stop()
+    return {"okapi": set(okapi), "polish": {f"{PL}/{s.message_id}" for s in sealed_pl}}
+
+
+async def _keys(browser: Browser) -> list[str]:
+    found: list[str] = await browser.js(
+        "return [...document.querySelectorAll('#feed li')].map(li => li.dataset.key);"
+    )
+    return found
+
+
+async def _api_keys(client: httpx.AsyncClient, **query: str) -> tuple[list[str], str | None]:
+    response = await client.get("/v1/events", params={"limit": str(PAGE), **query})
+    assert response.status_code == 200, response.text
+    page = response.json()
+    return [f"{e['originator']}/{e['event_id']}" for e in page["items"]], page["next_cursor"]
+
+
+async def _lines_are(browser: Browser, count: int) -> bool:
+    return len(await _keys(browser)) == count
+
+
+@pytest.mark.timeout(90)  # 10,000 records signed and stored first: about 20 s on a quiet machine
+async def test_ten_thousand_events_page_by_cursor_and_filter_in_the_browser(
+    world: World, settings: Settings, exchange: Exchange, tmp_path: Path
+) -> None:
+    browser = world.browser
+    await ensure_topics(settings, settings.bootstrap or "", exchange.router.readable_by(EE))
+    async with running_liaison(settings, liaison_settings(tmp_path, EE), exchange) as ee:
+        written = await _fill(settings, exchange, marked=3, polish=5)
+        views = ee.service.views
+        await eventually(
+            lambda: _at_least(views.message_count(EE), STORE_EVENTS),
+            "the 10,000 events stored at Estonia",
+            timeout=90,
+        )
+        async with signed_in(ee.url, tmp_path / "officers.yaml", EE, name="eva") as api:
+            newest, cursor = await _api_keys(api)
+            second, _ = await _api_keys(api, cursor=cursor or "")
+            await browser.sign_in(ee.url, "eva", PASSWORD)
+            await eventually(lambda: _lines_are(browser, PAGE), "the first page")
+
+            # One page of lines, not ten thousand; the newest first, as the API orders them.
+            assert await _keys(browser) == newest
+            assert await browser.js("return !document.querySelector('#more').hidden;")
+
+            # Scrolling to the end loads the next page, by the first page's cursor.
+            await browser.js("window.scrollTo(0, document.body.scrollHeight);")
+            await eventually(lambda: _lines_are(browser, 2 * PAGE), "the second page")
+            assert (await _keys(browser))[PAGE:] == second
+            asked = await browser.js(
+                "return performance.getEntriesByType('resource').map(e => e.name)"
+                ".filter(n => n.includes('/v1/events?'));"
+            )
+            assert any(f"cursor={cursor}" in url for url in asked), asked
+
+            # Further back, the page keeps a window: the newest lines leave from the top.
+            for pages in range(3, KEEP // PAGE + 2):
+                last = (await _keys(browser))[-1]
+                await browser.click("#more")
+                await eventually(lambda n=last: _last_changed(browser, n), f"page {pages}")
+                assert len(await _keys(browser)) == min(pages * PAGE, KEEP)
+            kept = await _keys(browser)
+            assert len(kept) == KEEP
+            assert not set(newest) & set(kept), "the first page left from the top"
+            assert kept[:PAGE] == second
+            assert "newer" in (await browser.text("#newer")).lower()
+            # A live arrival is counted, not put at the top of an older stretch.
+            arrival = lt_incident(ALL_READERS)
+            topic = exchange.naming.feed(LT, "incidents")
+            await produce_raw(settings.bootstrap or "", topic, [exchange.sealer(LT).seal(arrival)])
+            await browser.find("#newer", "1 new event arrived")
+            assert await _keys(browser) == kept
+            await browser.click("#newer")
+            await eventually(lambda: _first_is(browser, key(arrival)), "the arrival on top")
+            assert await _keys(browser) == [key(arrival), *newest[: PAGE - 1]]
+
+            # Filters go to the service: the few matching events are found whatever their age.
+            await browser.fill("#f-partner", PL)
+            await browser.click("#filters button[type=submit]")
+            await eventually(lambda: _url_has(browser, f"partner={PL}"), "the partner in the URL")
+            await eventually(lambda: _lines_are(browser, 5), "Poland's five events")
+            assert set(await _keys(browser)) == written["polish"]
+            assert all(PL in t for t in await browser.texts("#feed li"))
+            assert await browser.js("return document.querySelector('#more').hidden;")
+
+            await browser.open(f"{ee.url}/console/?view=feed&q=okapi")
+            await eventually(lambda: _lines_are(browser, 3), "the three okapi events")
+            assert set(await _keys(browser)) == written["okapi"]
+            assert await browser.js("return document.querySelector('#f-q').value;") == "okapi"
+            await browser.screenshot("feed-10000")
+
+
+async def _at_least(count: Any, wanted: int) -> bool:
+    return int(await count) >= wanted
+
+
+async def _first_is(browser: Browser, key: str) -> bool:
+    found = await _keys(browser)
+    return bool(found) and found[0] == key

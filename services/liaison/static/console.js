@@ -2,6 +2,8 @@
 // The page state lives in the URL (view, event, filters) so a view can be shared;
 // every change of the store arrives on the live stream (server-sent events).
 
+import { SECTIONS, sectionsOf } from "./sections.js";
+
 const PAGE = 50;            // events per page: the store may hold tens of thousands
 const KEEP = 500;           // feed lines kept in the page; older ones are dropped (load again)
 const FILTERS = ["partner", "type", "impact", "section", "mode", "since", "until", "q"];
@@ -17,6 +19,10 @@ const state = {
   feed: new Map(),          // "originator/event_id" -> event summary
   signatures: new Map(),    // message_id -> {status, key_id}
   cursor: null,
+  loading: false,           // a page of the feed is being fetched
+  scrolled: null,           // the page to load once the end of the list stays in view
+  behind: false,            // the newest events are not in the page (it shows older ones)
+  arrived: 0,               // events that arrived meanwhile, counted instead of shown
   source: null,
   alerts: 0,
   timers: [],
@@ -80,15 +86,19 @@ class ApiProblem extends Error {
     const issues = (body.issues || []).map((i) => `${i.path}: ${i.reason}`).join("; ");
     super(`${body.detail || body.title || status}${issues ? ` (${issues})` : ""}`);
     this.status = status;
+    this.detail = body.detail || body.title || String(status);
+    this.issues = body.issues || [];
   }
 }
 
-async function api(path, { method = "GET", body } = {}) {
+// Every call has a deadline: a request stuck on a dead connection must not hold a view forever
+// (the page stays open all day).
+async function api(path, { method = "GET", body, timeout = 30000 } = {}) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET" && state.session?.csrf_token) headers["X-CSRF-Token"] = state.session.csrf_token;
   const response = await fetch(path, {
-    method, headers, credentials: "same-origin",
+    method, headers, credentials: "same-origin", signal: AbortSignal.timeout(timeout),
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   if (response.status === 204) return null;
@@ -208,6 +218,8 @@ function onChange(change) {
     const reply = change.kind === "acknowledgement" || change.report?.report_type === "AssistanceResponse";
     // Say it rather than redraw: the officer may be reading or filling in the answer form.
     if (same || mine || reply) detailChanged();
+    // A partner's acknowledgement may be of an answer sent from here: its state, in place.
+    if (change.kind === "acknowledgement" && shown.answers.length) answerStates(shown);
   }
   if (view() === "requests" && event?.request) renderRequests();
 }
@@ -314,19 +326,38 @@ function renderFeed() {
   }
   const list = h("ol", { class: "feed", id: "feed", "aria-label": "Events, newest first" });
   const status = h("p", { id: "feed-status", role: "status" }, "Loading…");
+  const newer = h("button", { type: "button", class: "more secondary", id: "newer", hidden: true, onclick: () => { go(location.search.slice(1), { replace: true }); window.scrollTo(0, 0); } }, "Show the newest events");
   const more = h("button", { type: "button", class: "more secondary", id: "more", hidden: true, onclick: () => loadFeed(false) }, "Load older events");
   put(
     h("h1", {}, "Partner events"),
-    h("p", { class: "hint" }, "Newest first, live. Keys: j / k next / previous event, Enter opens it, / searches."),
-    form, status, list, more);
+    h("p", { class: "hint" }, `Newest first, live; ${PAGE} at a time, older ones load as you scroll. Keys: j / k next / previous event, Enter opens it, / searches.`),
+    form, status, newer, list, more);
   state.feed.clear();
   state.cursor = null;
+  state.loading = false;
+  state.behind = false;
+  state.arrived = 0;
+  // Scrolling to the end of the list loads the next page (the button stays, for the keyboard).
+  // After a short pause: a click on the button (which scrolls it into view) loads one page only.
+  const watcher = new IntersectionObserver((seen) => {
+    clearTimeout(state.scrolled);
+    if (seen.some((entry) => entry.isIntersecting) && !more.hidden) {
+      state.scrolled = setTimeout(() => loadFeed(false), 400);
+    }
+  }, { rootMargin: "0px 0px 200px 0px" });
+  watcher.observe(more);
   loadFeed(true);
 }
 
+// One page of the feed by cursor. The page keeps at most KEEP lines: going further back drops
+// the newest from the top (they load again with "Show the newest"), so a store of tens of
+// thousands of events never becomes tens of thousands of lines.
 async function loadFeed(first) {
+  clearTimeout(state.scrolled);
+  if (state.loading) return;
   const search = feedSearch(params(), PAGE);
   if (!first && state.cursor) search.set("cursor", state.cursor);
+  state.loading = true;
   try {
     const page = await api(`/v1/events?${search}`);
     if (view() !== "feed") return;
@@ -334,11 +365,35 @@ async function loadFeed(first) {
     for (const event of page.items) upsert(event, false);
     state.cursor = page.next_cursor;
     $("#more").hidden = !page.next_cursor;
+    trimNewest();
     feedStatus();
   } catch (error) {
     const status = $("#feed-status");
     if (status) { status.textContent = `Could not load events: ${error.message}`; status.classList.add("error"); }
+  } finally {
+    state.loading = false;
   }
+}
+
+function trimNewest() {
+  const list = $("#feed");
+  let dropped = false;
+  while (list && list.children.length > KEEP) {
+    const first = list.firstElementChild;
+    state.feed.delete(first.dataset.key);
+    first.remove();
+    dropped = true;
+  }
+  if (dropped) { state.behind = true; newerButton(); }
+}
+
+function newerButton() {
+  const button = $("#newer");
+  if (!button) return;
+  button.hidden = !state.behind;
+  button.textContent = state.arrived
+    ? `${state.arrived} new event${state.arrived === 1 ? "" : "s"} arrived: show the newest`
+    : "Newer events left the page: show the newest";
 }
 
 function feedStatus() {
@@ -358,8 +413,16 @@ function upsert(event, live) {
   const list = $("#feed");
   if (!list) return;
   const key = `${event.originator}/${event.event_id}`;
-  state.feed.set(key, event);
   const old = list.querySelector(`li[data-key="${CSS.escape(key)}"]`);
+  if (live && state.behind) {
+    // The page shows older events only: a new one is counted, not put out of order.
+    if (old) { old.remove(); state.feed.delete(key); }
+    state.arrived += 1;
+    newerButton();
+    feedStatus();
+    return;
+  }
+  state.feed.set(key, event);
   const item = feedItem(event);
   if (live) {
     if (old) old.remove();
@@ -445,8 +508,6 @@ async function renderDetail(first) {
   }
   if (view() !== "event" || params().get("event") !== eventId) return;
   state.detail = detail;
-  const sentReplies = await Promise.all(detail.answers.map((a) =>
-    api(`/v1/replies/${a.message_id}`).catch(() => null)));
   const refs = await linkTargets(detail);
   const e = detail.event;
   document.title = `${e.title} — OIX liaison console`;
@@ -470,7 +531,7 @@ async function renderDetail(first) {
       ["Request", e.request ? `${e.request.kind}, due ${when(e.request.due_at)}${e.request.overdue ? " (OVERDUE)" : ""}${e.request.answered_at ? `, answered ${when(e.request.answered_at)}` : ""}` : "—"],
     ]),
     actionsSection(detail),
-    answersSection(detail, sentReplies),
+    answersSection(detail),
     acknowledgementsSection(detail),
     responsesSection(detail),
     h("h2", {}, `Versions (${detail.reports.length})`),
@@ -480,6 +541,25 @@ async function renderDetail(first) {
   state.flash = null;
   if (focused && document.getElementById(focused)) document.getElementById(focused).focus();
   else if (first) $("#event-title").setAttribute("tabindex", "-1"), $("#event-title").focus();
+  answerStates(detail);
+}
+
+// What became of each answer sent from here: filled in once known, so a slow gateway (the
+// replies carry its status) never holds the page back.
+async function answerStates(detail) {
+  await Promise.all(detail.answers.map(async (a) => {
+    let replies = null;
+    // Asked again after a short deadline: seen in the browser tests, a request to the service
+    // now and then hangs while a fresh one is answered at once.
+    for (let attempt = 0; attempt < 3 && !replies && state.detail === detail; attempt += 1) {
+      replies = await api(`/v1/replies/${a.message_id}`, { timeout: 5000 }).catch(() => null);
+    }
+    const acks = replies?.acknowledgements || [];
+    const cell = document.querySelector(`#sent tr[data-message="${CSS.escape(a.message_id)}"] .answer-state`);
+    if (!cell || !acks.length || state.detail !== detail) return;
+    cell.replaceChildren(h("span", { class: "acknowledged" },
+      `acknowledged by ${acks.map((k) => `${k.party} (${k.status})`).join(", ")}`));
+  }));
 }
 
 function detailChanged() {
@@ -583,31 +663,15 @@ function answerForm(detail) {
       await sendAnswer(e, target, body, result);
     });
   } else {
-    const template = {
-      type: "IncidentReport", header: { impact: "LOW", confidence: "CONFIRMED" },
-      category: "OTHER", detected_at: `${new Date().toISOString().slice(0, 19)}Z`,
-      location: { border_section: e.border_sections[0] || "" }, persons: { total: 0 }, narrative: "",
-    };
-    form = h("form", { id: "answer-form", class: "form-grid" },
-      h("label", { for: "a-json" }, "The answering report (JSON; its header is filled in)"),
-      h("textarea", { id: "a-json", name: "json", rows: "10", cols: "60", "aria-describedby": "a-json-hint" }, JSON.stringify(template, null, 2)),
-      h("span", {}), h("span", { id: "a-json-hint", class: "hint" }, "Any report type; it is linked RESPONDS_TO the request and released to the requester."),
-      h("span", {}), h("button", { type: "submit", id: "answer-send" }, "Send the answer"));
-    form.addEventListener("submit", async (ev) => {
-      ev.preventDefault();
-      let body;
-      try { body = JSON.parse(form.elements.json.value); } catch (error) {
-        result.textContent = `Not sent: the answer is not JSON (${error.message})`; result.className = "error"; return;
-      }
-      await sendAnswer(e, target, body, result);
-    });
+    form = rfiForm(detail, result);
   }
   wrap.append(form, result);
   return wrap;
 }
 
-async function sendAnswer(event, target, body, result) {
+async function sendAnswer(event, target, body, result, fields = {}) {
   result.className = ""; result.textContent = "Sending…";
+  fieldErrors(fields, []);
   try {
     const sent = await api(`/v1/reports/${event.originator}/${target}/answers`, { method: "POST", body });
     result.textContent = `Answer sent (message ${sent.message_id}).`;
@@ -615,23 +679,106 @@ async function sendAnswer(event, target, body, result) {
     renderDetail(false);
     refreshCounts();
   } catch (error) {
-    result.textContent = `Not sent: ${error.message}`; result.className = "error";
+    const rest = fieldErrors(fields, error.issues || []);
+    const said = rest.length ? ` (${rest.map((i) => `${i.path}: ${i.reason}`).join("; ")})` : "";
+    result.textContent = `Not sent: ${error.detail || error.message}${said}`; result.className = "error";
   }
 }
 
-function answersSection(detail, replies) {
+// The service's field issues, each shown beside its field (path -> control id in `fields`);
+// the issues no field of the form holds are returned, to be said with the outcome.
+function fieldErrors(fields, issues) {
+  for (const id of new Set(Object.values(fields))) {
+    const control = document.getElementById(id);
+    if (!control) continue;
+    control.removeAttribute("aria-invalid");
+    document.getElementById(`${id}-error`).textContent = "";
+  }
+  const rest = [];
+  let first = null;
+  for (const issue of issues) {
+    const path = Object.keys(fields).filter((p) => issue.path === p || issue.path.startsWith(`${p}.`) || issue.path.startsWith(`${p}[`))
+      .sort((a, b) => b.length - a.length)[0];
+    const control = path && document.getElementById(fields[path]);
+    if (!control) { rest.push(issue); continue; }
+    control.setAttribute("aria-invalid", "true");
+    const said = document.getElementById(`${control.id}-error`);
+    said.textContent = said.textContent ? `${said.textContent}; ${issue.reason}` : issue.reason;
+    first = first || control;
+  }
+  if (first) first.focus();
+  return rest;
+}
+
+// A labelled control with its hint and its error beside it (the error is read with the field).
+function formField(id, label, control, hint) {
+  control.id = id;
+  control.setAttribute("aria-describedby", [hint ? `${id}-hint` : null, `${id}-error`].filter(Boolean).join(" "));
+  return [h("label", { for: id }, label),
+    h("div", { class: "field-control" }, control,
+      hint ? h("span", { class: "hint", id: `${id}-hint` }, hint) : null,
+      h("span", { class: "field-error", id: `${id}-error` }))];
+}
+
+const CONFIDENCE = ["CONFIRMED", "PROBABLE", "POSSIBLE", "DOUBTFUL", "UNKNOWN"];
+const CATEGORIES = ["ILLEGAL_CROSSING_ATTEMPT", "APPREHENSION", "SMUGGLING", "DOCUMENT_FRAUD",
+  "ASYLUM_REQUEST_AT_BORDER", "VIOLENCE_AGAINST_OFFICERS", "DEATH_OR_INJURY", "OTHER"];
+
+// An RFI is answered by a report linked RESPONDS_TO it (schemas/reports/RequestForInformation):
+// here an IncidentReport whose narrative is the answer, on one of this agency's sections.
+function rfiForm(detail, result) {
+  const e = detail.event;
+  const target = e.first_message_id;
+  const question = detail.reports.find((r) => r.message_id === target)?.content?.question;
+  const options = (values, chosen) => values.map((v) => h("option", { value: v, selected: v === chosen }, v.replaceAll("_", " ").toLowerCase()));
+  const ours = sectionsOf(state.session.agency);
+  const fields = {
+    narrative: "r-answer", "header.impact": "r-impact", "header.confidence": "r-confidence",
+    category: "r-category", detected_at: "r-detected", "location.border_section": "r-section",
+    "location": "r-section", "persons.total": "r-persons", persons: "r-persons",
+  };
+  const form = h("form", { id: "answer-form", class: "form-grid", novalidate: true },
+    question ? [h("span", { class: "label" }, "The question"), h("blockquote", { id: "r-question" }, question)] : null,
+    formField("r-answer", "Your answer", h("textarea", { name: "narrative", rows: "5", cols: "60", maxlength: "10000" }),
+      "What you know; sent as the narrative of an incident report linked to the request."),
+    formField("r-category", "Category", h("select", { name: "category" }, options(CATEGORIES, "OTHER"))),
+    formField("r-impact", "Impact level", h("select", { name: "impact" }, options(IMPACTS, "LOW"))),
+    formField("r-confidence", "Confidence", h("select", { name: "confidence" }, options(CONFIDENCE, "CONFIRMED"))),
+    formField("r-detected", "Detected at (UTC)", h("input", { name: "detected", type: "datetime-local", step: "60",
+      value: new Date().toISOString().slice(0, 16) })),
+    formField("r-section", "Border section", h("input", { name: "section", list: "r-sections", autocomplete: "off",
+      value: ours.includes(e.border_sections[0]) ? e.border_sections[0] : ours[0] || "" }),
+      ours.length ? `one of ${ours.join(", ")}` : null),
+    h("datalist", { id: "r-sections" }, ours.map((code) => h("option", { value: code }))),
+    formField("r-persons", "Persons involved", h("input", { name: "persons", type: "number", inputmode: "numeric", value: "0", style: "width:6rem" })),
+    h("span", {}), h("button", { type: "submit", id: "answer-send" }, "Send the answer"));
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const el = form.elements;
+    const answer = el.narrative.value.trim();
+    if (!answer) { fieldErrors(fields, [{ path: "narrative", reason: "write the answer" }]); return; }
+    const persons = el.persons.value.trim();
+    const body = {
+      type: "IncidentReport",
+      header: { impact: el.impact.value, confidence: el.confidence.value },
+      category: el.category.value,
+      detected_at: el.detected.value ? utc(el.detected.value.length === 16 ? `${el.detected.value}:00` : el.detected.value) : null,
+      location: { border_section: el.section.value.trim() },
+      persons: { total: persons === "" || Number.isNaN(Number(persons)) ? persons : Number(persons) },
+      narrative: answer,
+    };
+    await sendAnswer(e, target, body, result, fields);
+  });
+  return form;
+}
+
+function answersSection(detail) {
   if (!detail.answers.length) return null;
   return h("section", { "aria-labelledby": "sent-title" }, h("h2", { id: "sent-title" }, "Sent from here"),
     h("table", { id: "sent" }, h("thead", {}, h("tr", {}, ["What", "By", "When", "Message", "State"].map((t) => h("th", { scope: "col" }, t)))),
-      h("tbody", {}, detail.answers.map((a, i) => {
-        const acks = replies[i]?.acknowledgements || [];
-        const stateCell = acks.length
-          ? h("span", { class: "acknowledged" }, `acknowledged by ${acks.map((k) => `${k.party} (${k.status})`).join(", ")}`)
-          : h("span", { class: "sent" }, "sent");
-        return h("tr", { "data-message": a.message_id },
-          h("td", {}, `${a.report_type}: ${a.status}`), h("td", {}, a.officer), h("td", {}, when(a.created_at)),
-          h("td", {}, h("code", {}, a.message_id)), h("td", { class: "answer-state" }, stateCell));
-      }))));
+      h("tbody", {}, detail.answers.map((a) => h("tr", { "data-message": a.message_id },
+        h("td", {}, `${a.report_type}: ${a.status}`), h("td", {}, a.officer), h("td", {}, when(a.created_at)),
+        h("td", {}, h("code", {}, a.message_id)), h("td", { class: "answer-state", "aria-live": "polite" }, h("span", { class: "sent" }, "sent")))))));
 }
 
 function acknowledgementsSection(detail) {
@@ -694,10 +841,24 @@ function versionSection(report, index, refs) {
           h("td", {}, k), h("td", {}, v)))))));
 }
 
-// A small map drawn here: reference cities of the region and the report's point.
-const CITIES = [["Tallinn", 59.44, 24.75], ["Riga", 56.95, 24.11], ["Vilnius", 54.69, 25.28],
-  ["Minsk", 53.9, 27.57], ["Warsaw", 52.23, 21.01], ["Kaliningrad", 54.71, 20.51], ["Kyiv", 50.45, 30.52]];
-const BOX = { west: 18, east: 33, south: 49.5, north: 60.5 };
+// A small map drawn here, around the report's section and point: reference towns, the border
+// sections (approximate lines, sections.js), the report's section marked and its point.
+const CITIES = [["Tallinn", 59.44, 24.75], ["Tartu", 58.38, 26.72], ["Narva", 59.38, 28.19],
+  ["Pskov", 57.82, 28.33], ["Riga", 56.95, 24.11], ["Rēzekne", 56.51, 27.33], ["Daugavpils", 55.87, 26.54],
+  ["Vilnius", 54.69, 25.28], ["Klaipėda", 55.71, 21.13], ["Druskininkai", 54.02, 23.97], ["Sovetsk", 55.08, 21.89],
+  ["Kaliningrad", 54.71, 20.51], ["Grodno", 53.68, 23.83], ["Minsk", 53.9, 27.57], ["Suwałki", 54.10, 22.93],
+  ["Białystok", 53.13, 23.16], ["Brest", 52.10, 23.70], ["Warsaw", 52.23, 21.01], ["Lutsk", 50.75, 25.33],
+  ["Lviv", 49.84, 24.03], ["Kyiv", 50.45, 30.52]];
+
+// The square of the map: the marked section and the point with a margin, a few km at least.
+function mapBox(line, point) {
+  const lats = [...line.map(([lat]) => lat), ...(point ? [point.lat] : [])];
+  const lons = [...line.map(([, lon]) => lon), ...(point ? [point.lon] : [])];
+  const lat = (Math.min(...lats) + Math.max(...lats)) / 2, lon = (Math.min(...lons) + Math.max(...lons)) / 2;
+  const cos = Math.cos((lat * Math.PI) / 180);
+  const half = Math.max(0.6, 1.25 * Math.max(Math.max(...lats) - Math.min(...lats), (Math.max(...lons) - Math.min(...lons)) * cos) / 2 + 0.25);
+  return { west: lon - half / cos, east: lon + half / cos, south: lat - half, north: lat + half };
+}
 
 function locationBlock(location) {
   const point = location.point;
@@ -705,25 +866,56 @@ function locationBlock(location) {
   if (location.checkpoint) rows.push(["Checkpoint", location.checkpoint]);
   if (location.border_sign) rows.push(["Border sign", location.border_sign]);
   rows.push(["Coordinates", point ? `${point.lat.toFixed(4)}° N, ${point.lon.toFixed(4)}° E` : "not given"]);
-  return h("div", { class: "location" }, facts(rows), point ? map(point, location.border_section) : null);
+  const known = Boolean(SECTIONS[location.border_section]);
+  return h("div", { class: "location" }, facts(rows),
+    point || known ? h("figure", { class: "map-figure" }, map(point, location.border_section),
+      h("figcaption", { class: "hint" }, known
+        ? `${location.border_section} outlined in blue (approximate line)${point ? ", the point in red" : ""}.`
+        : `Section ${location.border_section} is not on this map; the point in red.`)) : null);
 }
 
 function map(point, section) {
-  const width = 260, height = 260;
-  const x = (lon) => ((lon - BOX.west) / (BOX.east - BOX.west)) * width;
-  const y = (lat) => ((BOX.north - lat) / (BOX.north - BOX.south)) * height;
+  const width = 300, height = 300;
+  const marked = SECTIONS[section];
+  const box = mapBox(marked ? marked.line : [], point);
+  const x = (lon) => ((lon - box.west) / (box.east - box.west)) * width;
+  const y = (lat) => ((box.north - lat) / (box.north - box.south)) * height;
+  const where = point ? `${point.lat.toFixed(3)} N, ${point.lon.toFixed(3)} E` : "no point given";
   const svg = s("svg", { class: "map", width, height, viewBox: `0 0 ${width} ${height}`, role: "img",
-    "aria-label": `Map: ${point.lat.toFixed(3)} N, ${point.lon.toFixed(3)} E (${section})` });
+    "aria-label": `Map: ${where}, border section ${section}` });
   svg.append(s("title", {}, `Location in ${section}`));
-  for (let lon = 20; lon <= 32; lon += 4) svg.append(s("line", { x1: x(lon), x2: x(lon), y1: 0, y2: height, stroke: "#c8d4de" }));
-  for (let lat = 50; lat <= 60; lat += 2) svg.append(s("line", { y1: y(lat), y2: y(lat), x1: 0, x2: width, stroke: "#c8d4de" }));
+  const step = box.north - box.south > 4 ? 2 : box.north - box.south > 1.5 ? 1 : 0.5;
+  for (let lon = Math.ceil(box.west / step) * step; lon < box.east; lon += step) svg.append(s("line", { x1: x(lon), x2: x(lon), y1: 0, y2: height, stroke: "#dde5ec" }));
+  for (let lat = Math.ceil(box.south / step) * step; lat < box.north; lat += step) svg.append(s("line", { y1: y(lat), y2: y(lat), x1: 0, x2: width, stroke: "#dde5ec" }));
+  const points = (line) => line.map(([lat, lon]) => `${x(lon).toFixed(1)},${y(lat).toFixed(1)}`).join(" ");
+  // Shared sections (LT-LV and LV-LT) are one line: drawn once, the marked one last, on top.
+  const drawn = new Set();
+  for (const [code, { line }] of Object.entries(SECTIONS)) {
+    if (code === section || drawn.has(line)) continue;
+    drawn.add(line);
+    const other = s("polyline", { points: points(line), fill: "none", stroke: "#7a8794", "stroke-width": 2,
+      "stroke-dasharray": "6 3", class: "section", "data-section": code });
+    other.append(s("title", {}, `${code} (approximate)`));
+    svg.append(other);
+  }
   for (const [name, lat, lon] of CITIES) {
     svg.append(s("circle", { cx: x(lon), cy: y(lat), r: 2.5, fill: "#333" }));
     svg.append(s("text", { x: x(lon) + 4, y: y(lat) + 4, "font-size": 10, fill: "#1a1a1a" }, name));
   }
-  const px = Math.min(Math.max(x(point.lon), 0), width), py = Math.min(Math.max(y(point.lat), 0), height);
-  svg.append(s("circle", { cx: px, cy: py, r: 6, fill: "none", stroke: "#a8001c", "stroke-width": 3, class: "point" }));
-  svg.append(s("circle", { cx: px, cy: py, r: 2, fill: "#a8001c" }));
+  if (marked) {
+    const outline = s("polyline", { points: points(marked.line), fill: "none", stroke: "#0b4f8a", "stroke-width": 5,
+      "stroke-linecap": "round", "stroke-linejoin": "round", class: "section marked", "data-section": section });
+    outline.append(s("title", {}, `${section} (approximate)`));
+    svg.append(outline);
+    svg.append(s("rect", { x: 4, y: 4, width: 7.2 * section.length + 30, height: 20, fill: "#ffffff", stroke: "#8a8a8a" }));
+    svg.append(s("line", { x1: 9, x2: 25, y1: 14, y2: 14, stroke: "#0b4f8a", "stroke-width": 5 }));
+    svg.append(s("text", { x: 30, y: 18, "font-size": 11, "font-weight": "bold", fill: "#0b4f8a", class: "section-label" }, section));
+  }
+  if (point) {
+    const px = Math.min(Math.max(x(point.lon), 0), width), py = Math.min(Math.max(y(point.lat), 0), height);
+    svg.append(s("circle", { cx: px, cy: py, r: 6, fill: "none", stroke: "#a8001c", "stroke-width": 3, class: "point" }));
+    svg.append(s("circle", { cx: px, cy: py, r: 2, fill: "#a8001c" }));
+  }
   return svg;
 }
 
@@ -872,6 +1064,10 @@ document.addEventListener("DOMContentLoaded", async () => {
   $("#sign-out").addEventListener("click", signOut);
   document.addEventListener("keydown", onKey);
   window.addEventListener("popstate", render);
+  // A page left for another (kept in the back/forward cache) gives its live stream's
+  // connection back: browsers allow a few per host, and the next page needs them.
+  window.addEventListener("pagehide", closeStream);
+  window.addEventListener("pageshow", (event) => { if (event.persisted && state.session) openStream(); });
   try {
     state.session = await api("/v1/session");
   } catch {
