@@ -21,10 +21,15 @@ from services.bus import (
     Decoded,
     DecodeError,
     Opener,
-    read_fingerprint,
 )
 from services.replay._avro import encode_report
-from services.replay._record import NOT_CHECKED, NOT_CHECKED_DETAIL, Headers
+from services.replay._record import (
+    NOT_CHECKED,
+    NOT_CHECKED_DETAIL,
+    Headers,
+    header_text,
+    value_fingerprint,
+)
 
 OpenOne = Any
 """``partial(open_record, …)``: pickled by reference to this module's function."""
@@ -42,18 +47,6 @@ class Opening(NamedTuple):
     decode_error: str | None
     report_avro: bytes | None
     report: dict[str, Any] | None
-
-
-def _text(headers: dict[str, bytes], name: str) -> str | None:
-    raw = headers.get(name)
-    return None if raw is None else raw.decode(errors="replace")
-
-
-def _fingerprint(data: bytes) -> str | None:
-    try:
-        return read_fingerprint(data).hex()
-    except DecodeError:
-        return None
 
 
 def open_record(
@@ -83,14 +76,14 @@ def open_record(
             decoded = opener.codec.decode(data)
         except DecodeError as exc:
             error = f"{type(exc).__name__}: {exc}"
-    fingerprint = _fingerprint(data)
+    fingerprint = value_fingerprint(data)
     if decoded is None:
         found = dict(headers)
         return Opening(
             fingerprint,
-            _text(found, H_TYPE),
-            _text(found, H_MESSAGE_ID),
-            _text(found, H_ORIGINATOR),
+            header_text(found, H_TYPE),
+            header_text(found, H_MESSAGE_ID),
+            header_text(found, H_ORIGINATOR),
             status,
             detail,
             error,

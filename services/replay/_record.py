@@ -83,12 +83,12 @@ class Replayed:
         return self.report["header"].get(name)
 
 
-def _text(headers: dict[str, bytes], name: str) -> str | None:
+def header_text(headers: dict[str, bytes], name: str) -> str | None:
     raw = headers.get(name)
     return None if raw is None else raw.decode(errors="replace")
 
 
-def _fingerprint(value: bytes | None) -> str | None:
+def value_fingerprint(value: bytes | None) -> str | None:
     try:
         return read_fingerprint(value or b"").hex()
     except DecodeError:
@@ -165,9 +165,9 @@ def open_replayed(
         originator: str | None = decoded.originator
         report_type: str | None = decoded.report_type
     else:
-        message_id = _text(found, H_MESSAGE_ID)
-        originator = _text(found, H_ORIGINATOR)
-        report_type = _text(found, H_TYPE)
+        message_id = header_text(found, H_MESSAGE_ID)
+        originator = header_text(found, H_ORIGINATOR)
+        report_type = header_text(found, H_TYPE)
     return Replayed(
         source,
         facts.topic,
@@ -179,7 +179,7 @@ def open_replayed(
         facts.key,
         headers,
         value,
-        _fingerprint(value),
+        value_fingerprint(value),
         report_type,
         message_id,
         originator,
@@ -211,9 +211,9 @@ def raw_replayed(
         status, detail = stored.signature_status, stored.signature_detail
     else:
         found = dict(headers)
-        report_type = _text(found, H_TYPE)
-        message_id = _text(found, H_MESSAGE_ID)
-        originator = _text(found, H_ORIGINATOR)
+        report_type = header_text(found, H_TYPE)
+        message_id = header_text(found, H_MESSAGE_ID)
+        originator = header_text(found, H_ORIGINATOR)
         status, detail = NOT_CHECKED, RAW_DETAIL
     return Replayed(
         source,
@@ -226,7 +226,7 @@ def raw_replayed(
         facts.key,
         headers,
         facts.value,
-        _fingerprint(facts.value),
+        value_fingerprint(facts.value),
         report_type,
         message_id,
         originator,
