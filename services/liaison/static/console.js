@@ -414,6 +414,10 @@ function upsert(event, live) {
   if (!list) return;
   const key = `${event.originator}/${event.event_id}`;
   const old = list.querySelector(`li[data-key="${CSS.escape(key)}"]`);
+  // A page of the list is read before the stream brings a later change of the same event
+  // (a correction): the later state stays, the page's older one is not put over it.
+  const known = state.feed.get(key);
+  if (known && known.seq > event.seq) return;
   if (live && state.behind) {
     // The page shows older events only: a new one is counted, not put out of order.
     if (old) { old.remove(); state.feed.delete(key); }
