@@ -19,6 +19,7 @@ over, so a corrupt value never reaches the file as anything but ``bytes``.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import io
 import json
@@ -77,6 +78,7 @@ def text_bytes(text: str) -> bytes:
     return blob_bytes(text.encode())
 
 
+@functools.cache  # one codec per process: its union order, built once, not per record
 def report_branches(codec: Codec) -> dict[str, int]:
     """Each report type's index in the container's ``report`` union (0 is null)."""
     return {name: index for index, name in enumerate(report_names(codec), start=1)}
@@ -91,7 +93,7 @@ def encode_report(codec: Codec, decoded: Decoded, value: bytes) -> bytes:
     """
     name = decoded.report_type
     current = codec.registry.current[name]
-    branch = long_bytes(report_names(codec).index(name) + 1)
+    branch = long_bytes(report_branches(codec)[name])
     if decoded.writer_fingerprint == current.fingerprint:
         return branch + value[PREFIX_SIZE:]
     body = io.BytesIO()

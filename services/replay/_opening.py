@@ -98,7 +98,9 @@ def open_record(
         status,
         detail,
         None,
-        encode_report(opener.codec, decoded, data),
+        # One form crosses back: the dict when asked for (the writer encodes from it), else
+        # the report already encoded for an Avro file.
+        None if reports else encode_report(opener.codec, decoded, data),
         decoded.record if reports else None,
     )
 
