@@ -698,6 +698,7 @@ async def retry_delivery(
     if not await service.store.retry_delivery(caller.agency, delivery_id.lower(), now_ms()):
         raise NotFoundError(f"no dead-lettered delivery {delivery_id}")
     service.signal.changed()
+    service.queued.changed()
     log.info("dead letter retried", delivery_id=delivery_id, officer=caller.officer)
     return Response(status_code=202)
 

@@ -68,6 +68,10 @@ class LiaisonService:
         )
         self.metrics = LiaisonMetrics()
         self.signal = ChangeSignal(liaison.stream_keep)
+        """Told of every commit: the live streams wait on it."""
+        self.queued = ChangeSignal(0)
+        """Told when webhook deliveries were queued or a dead letter put back: the deliverer
+        waits on it (not on every commit)."""
         self.draining = False
         self._store: LiaisonStore | None = None
         self._consumer: LiaisonConsumer | None = None
@@ -126,6 +130,7 @@ class LiaisonService:
             self.endpoints,
             metrics=self.metrics,
             signal=self.signal,
+            wake=self.queued,
             max_attempts=self.liaison.webhook_max_attempts,
             backoff_ms=self.liaison.webhook_backoff_ms,
             max_backoff_ms=self.liaison.webhook_max_backoff_ms,
@@ -160,6 +165,8 @@ class LiaisonService:
     def _committed(self, written: Written) -> None:
         if written.stored or written.alerts or written.deliveries:
             self.signal.changed(written.changes)
+        if written.deliveries:
+            self.queued.changed()
 
     @property
     def failure(self) -> BaseException | None:

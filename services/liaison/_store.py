@@ -687,11 +687,19 @@ class LiaisonStore:
             raise classify(exc) from exc
 
     async def next_delivery_at(self, agency: str) -> int | None:
-        """When the next pending delivery is due."""
+        """When the next pending delivery can be claimed: due, and its lease (if any) over.
+
+        A read: the deliverer asks it before claiming, so a round with nothing due
+        never takes the store's write lock.
+        """
+        ready_at = sa.case(
+            (_O.claimed_until > _O.next_attempt_at, _O.claimed_until),
+            else_=_O.next_attempt_at,
+        )
         async with self.reading() as connection:
             value = (
                 await connection.execute(
-                    sa.select(sa.func.min(_O.next_attempt_at)).where(
+                    sa.select(sa.func.min(ready_at)).where(
                         _O.agency == agency, _O.status == "pending"
                     )
                 )

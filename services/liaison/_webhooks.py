@@ -113,6 +113,7 @@ class Deliverer:
         *,
         metrics: LiaisonMetrics,
         signal: ChangeSignal,
+        wake: ChangeSignal,
         max_attempts: int,
         backoff_ms: int,
         max_backoff_ms: int,
@@ -124,6 +125,9 @@ class Deliverer:
         self.endpoints = {e.name: e for e in endpoints if e.agency == agency}
         self.metrics = metrics
         self.signal = signal
+        """Told when a delivery is dead-lettered (the live streams show it)."""
+        self.wake = wake
+        """Told when deliveries were queued or a dead letter put back."""
         self.max_attempts = max_attempts
         self.backoff_ms = backoff_ms
         self.max_backoff_ms = max_backoff_ms
@@ -131,24 +135,28 @@ class Deliverer:
         self._http = httpx.AsyncClient(timeout=timeout_s)
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set."""
+        """Deliver until ``stop`` is set.
+
+        Each round first reads when the next delivery is due and claims (a write)
+        only then: on SQLite a claim per committed batch held the write lock the
+        consumer needed, and its batches waited on SQLite's busy backoff.
+        """
         try:
             while not stop.is_set():
+                upcoming: int | None = None
+                done = 0
                 try:
-                    done = await self.deliver_due()
+                    upcoming = await self.store.next_delivery_at(self.agency)
+                    if upcoming is not None and upcoming <= now_ms():
+                        done = await self.deliver_due()
                 except Exception:
                     log.exception("webhook delivery round failed; trying again")
-                    done = 0
                 if done:
                     continue
                 wait = 1.0
-                try:
-                    upcoming = await self.store.next_delivery_at(self.agency)
-                except Exception:  # noqa: BLE001  # the next round says it
-                    upcoming = None
                 if upcoming is not None:
                     wait = min(wait, max(0.0, (upcoming - now_ms()) / 1000))
-                waiting = asyncio.ensure_future(self.signal.wait(wait))
+                waiting = asyncio.ensure_future(self.wake.wait(wait))
                 stopping = asyncio.ensure_future(stop.wait())
                 await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 waiting.cancel()

@@ -212,10 +212,16 @@ class LiaisonStoreContract:
             return [Delivery("ops", "0b6e2a1c-3f1d-4c52-9a51-6f3e2c1d0a99", '{"x": 1}')]
 
         await store.write("LV-VRS", WriteBatch(reports=[incoming(report)]), one)
+        queued_at = await store.next_delivery_at("LV-VRS")
+        assert queued_at is not None
         at = 2**50
         assert [r.delivery_id for r in await store.claim_deliveries("LV-VRS", at, 10, 1000)] == [
             "0b6e2a1c-3f1d-4c52-9a51-6f3e2c1d0a99"
         ]
+        # The deliverer reads this before it claims: a leased delivery is not due again
+        # until its lease ends (not at once, which would make it claim in a busy loop).
+        assert await store.next_delivery_at("LV-VRS") == at + 1000
+        assert await store.next_delivery_at("PL-SG") is None
         assert await store.claim_deliveries("LV-VRS", at + 10, 10, 1000) == []
         assert len(await store.claim_deliveries("LV-VRS", at + 2000, 10, 1000)) == 1
         assert await store.claim_deliveries("PL-SG", at + 5000, 10, 1000) == []
