@@ -58,6 +58,8 @@ from services.liaison._store import (
 log = get_logger(__name__)
 T = TypeVar("T")
 _FIRST_BACKOFF_S = 0.1
+GAUGES_EVERY_S = 1.0
+"""How often the lag and stuck gauges are refreshed (Prometheus scrapes far less often)."""
 
 
 class Item(NamedTuple):
@@ -132,6 +134,7 @@ class LiaisonConsumer:
         """Set once partitions were assigned and positioned from the store."""
         self._stop = asyncio.Event()
         self._watched: set[TopicPartition] = set()
+        self._gauges_at = -GAUGES_EVERY_S
 
     @property
     def follower(self) -> Follower:
@@ -338,6 +341,12 @@ class LiaisonConsumer:
         for piece in slices:
             for event in piece.events:
                 metrics.log_events.labels(str(event.kind)).inc()
+        # The loop fetches hundreds of times a second under steady traffic; walking every
+        # followed partition each time cost an eighth of the event loop at 500 reports/s.
+        now = time.monotonic()
+        if now - self._gauges_at < GAUGES_EVERY_S:
+            return
+        self._gauges_at = now
         followed = set()
         for status in self._follower.status():
             tp = status.partition
