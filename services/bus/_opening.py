@@ -11,6 +11,7 @@ of this process instead (tests, small machines).
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import signal
@@ -57,6 +58,9 @@ def _start_worker(settings: Settings, parent: int) -> None:
         target=_exit_with, args=(parent,), daemon=True, name="oix-opener-parent-watch"
     ).start()
     _opener = Exchange.from_settings(settings).opener
+    # What is alive now (modules, schemas, the agreement) lives as long as the worker; a
+    # full collection walking it paused a worker's chunk for 50-130 ms under load.
+    gc.freeze()
 
 
 def _ready() -> bool:
