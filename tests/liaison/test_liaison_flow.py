@@ -292,6 +292,18 @@ async def test_untrusted_and_misrouted_records_are_alerts_never_reports(
         assert "oix_liaison_policy_violations_total 1.0" in metrics
         assert 'oix_liaison_messages_total{status="untrusted"} 1.0' in metrics
 
+        async def caught_up() -> bool:
+            # Refreshed at most once a second, from the fetch loop: it still comes.
+            text = (await client.get("/metrics")).text
+            lags = [
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("oix_liaison_partition_lag{")
+            ]
+            return bool(lags) and all(lag == 0 for lag in lags)
+
+        await eventually(caught_up, "every followed partition's lag gauge at 0")
+
 
 async def _has(client: httpx.AsyncClient, message_id: str) -> bool:
     return message_id in {r["message_id"] for r in await _items(client, "/v1/reports")}
