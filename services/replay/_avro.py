@@ -26,15 +26,23 @@ import json
 import os
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 from fastavro import parse_schema, schemaless_writer
 
-from services.bus import PREFIX_SIZE, Codec, Decoded
+from services.bus import (
+    H_MESSAGE_ID,
+    H_ORIGINATOR,
+    H_TYPE,
+    PREFIX_SIZE,
+    Codec,
+    Decoded,
+    KafkaRecord,
+)
 from services.replay._container import container_schema, report_names
-from services.replay._record import Replayed
+from services.replay._record import NOT_CHECKED, RAW_DETAIL, Replayed, value_fingerprint
 
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
@@ -185,6 +193,178 @@ def _length(n: int) -> bytes:
     return _LENGTHS[n] if n < 1024 else long_bytes(n)  # noqa: PLR2004
 
 
+_LOW = 1 << 14
+_LONG_END = 1 << 64
+_VARINTS: list[bytes] = []
+"""The varints of 0 … 2**14 - 1 (one or two bytes)."""
+_LOW_PAIRS: list[bytes] = []
+"""The first two bytes of the varint of any number of 2**14 or more, by its low 14 bits."""
+
+
+def _tables() -> None:
+    if not _VARINTS:
+        _LOW_PAIRS.extend(bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(_LOW))
+        _VARINTS.extend(_unsigned(z) for z in range(_LOW))
+
+
+_ROLES = {H_TYPE: 1, H_MESSAGE_ID: 2, H_ORIGINATOR: 3}
+"""Where the headers that become fields go in a record's picked headers (0: nowhere)."""
+
+
+class RawRecordEncoder:
+    """Encodes records read raw from Kafka (``--raw``) straight from the fetched records.
+
+    The bytes are exactly :meth:`RecordEncoder.encode` of
+    :func:`~services.replay._record.raw_replayed` (``tests/replay`` compare
+    the two) without building a :class:`Replayed` per record: what repeats
+    (a partition's coordinates, the constant status fields, header names,
+    types, originators, schema fingerprints, a timestamp's high bits) is
+    encoded once and looked up. A whole fetch is encoded in one loop: per
+    record this is the main cost of a raw replay beside reading itself.
+    """
+
+    def __init__(self) -> None:
+        _tables()
+        self._prefixes: dict[tuple[str, int], bytes] = {}
+        self._names: dict[str, tuple[bytes, int]] = {}
+        """A header name's encoding, and where its value goes (``_ROLES``)."""
+        self._optional: dict[bytes, bytes] = {}
+        """Header values (type, originator) as the optional text fields they become."""
+        self._fingerprints: dict[bytes, bytes] = {}
+        """A value's single-object prefix as its ``schema_fingerprint`` field."""
+        self._highs: dict[int, bytes] = {}
+        """The varint of a zigzagged long's bits above the lowest 14."""
+        self._tail = b"".join(
+            (text_bytes(NOT_CHECKED), text_bytes(RAW_DETAIL), b"\x00", b"\x00")
+        )  # signature status and detail, no decode error, no report
+
+    def _long(self, n: int) -> bytes:
+        z = (n << 1) ^ (n >> 63)
+        if 0 <= z < _LOW:
+            return _VARINTS[z]
+        if not 0 <= z < _LONG_END:  # outside Avro's long: as long_bytes does
+            return long_bytes(n)
+        high = z >> 14
+        rest = self._highs.get(high)
+        if rest is None:
+            if len(self._highs) >= _CACHED_TEXTS:
+                self._highs.clear()
+            rest = self._highs[high] = _unsigned(high)
+        return _LOW_PAIRS[z & 0x3FFF] + rest
+
+    def _prefix(self, topic: str, partition: int) -> bytes:
+        found = self._prefixes.get((topic, partition))
+        if found is None:
+            found = b"".join(
+                (text_bytes("kafka"), text_bytes(topic), long_bytes(partition), long_bytes(0))
+            )
+            self._prefixes[topic, partition] = found
+        return found
+
+    def _name(self, name: str) -> tuple[bytes, int]:
+        if len(self._names) >= _CACHED_TEXTS:
+            self._names.clear()
+        found = self._names[name] = (text_bytes(name), _ROLES.get(name, 0))
+        return found
+
+    def _cached_text(self, raw: bytes) -> bytes:
+        found = self._optional.get(raw)
+        if found is None:
+            if len(self._optional) >= _CACHED_TEXTS:
+                self._optional.clear()
+            found = self._optional[raw] = _header_text(raw)
+        return found
+
+    def _fingerprint(self, value: bytes | None) -> bytes:
+        start = b"" if value is None else value[:PREFIX_SIZE]
+        found = self._fingerprints.get(start)
+        if found is None:
+            if len(self._fingerprints) >= _CACHED_TEXTS:
+                self._fingerprints.clear()
+            hexed = value_fingerprint(start)  # reads no further than the prefix
+            found = b"\x00" if hexed is None else b"\x02" + text_bytes(hexed)
+            self._fingerprints[start] = found
+        return found
+
+    def encode(self, records: Sequence[KafkaRecord]) -> list[bytes]:
+        """Each record's Avro encoding as a raw replay of it from Kafka."""
+        # One loop with everything in locals: this runs once per record.
+        lengths, varints, pairs, small = _LENGTHS, _VARINTS, _LOW_PAIRS, _SMALL
+        highs, names, optional, fingerprints = (
+            self._highs,
+            self._names,
+            self._optional,
+            self._fingerprints,
+        )
+        long, text, tail = self._long, self._cached_text, self._tail
+        out: list[bytes] = []
+        for record in records:
+            offset, timestamp = record.offset, record.timestamp
+            z = (offset << 1) ^ (offset >> 63)
+            zt = (timestamp << 1) ^ (timestamp >> 63)
+            high = highs.get(zt >> 14)
+            parts = [
+                self._prefix(record.topic, record.partition),
+                varints[z] if 0 <= z < _LOW else long(offset),
+                pairs[zt & 0x3FFF] + high
+                if high is not None and _LOW <= zt < _LONG_END
+                else long(timestamp),
+                small[record.timestamp_type + 64],
+            ]
+            key = record.key
+            if key is None:
+                parts.append(b"\x00")
+            else:
+                parts += (b"\x02", _length(len(key)), key)
+            headers = record.headers
+            picked: list[bytes | None] = [None, None, None, None]
+            if headers:
+                parts.append(_length(len(headers)))
+                for name, raw in headers:
+                    size = len(raw)
+                    encoded, role = names.get(name) or self._name(name)
+                    picked[role] = raw  # the last of a repeated header counts, as in a dict
+                    parts += (encoded, lengths[size] if size < 1024 else long_bytes(size), raw)  # noqa: PLR2004
+            parts.append(b"\x00")  # the headers array's end
+            value = record.value
+            if value is None:
+                parts += (b"\x00", self._fingerprint(None))
+            else:
+                size = len(value)
+                parts += (
+                    b"\x02",
+                    lengths[size] if size < 1024 else long_bytes(size),  # noqa: PLR2004
+                    value,
+                    fingerprints.get(value[:PREFIX_SIZE]) or self._fingerprint(value),
+                )
+            _, report_type, message_id, originator = picked
+            parts += (
+                b"\x00" if report_type is None else optional.get(report_type) or text(report_type),
+                b"\x00" if message_id is None else _header_text(message_id),
+                b"\x00" if originator is None else optional.get(originator) or text(originator),
+                tail,
+            )
+            out.append(b"".join(parts))
+        return out
+
+
+def _unsigned(z: int) -> bytes:
+    """The varint of ``z`` (already zigzagged)."""
+    out = bytearray()
+    while z >= 0x80:  # noqa: PLR2004
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _header_text(raw: bytes) -> bytes:
+    """A header's value as a present optional text: what ``header_text`` reads, UTF-8 again."""
+    if raw.isascii():
+        return b"\x02" + _length(len(raw)) + raw
+    return b"\x02" + text_bytes(raw.decode(errors="replace"))
+
+
 def _zstd() -> Callable[[bytes], bytes]:
     for name in ("compression.zstd", "backports.zstd"):
         try:
@@ -245,6 +425,18 @@ class ContainerWriter:
         self._size += len(datum)
         if self._size >= BLOCK_BYTES:
             self._hand_over()
+
+    def extend(self, data: list[bytes]) -> None:
+        """Add encoded datums; blocks are cut where :meth:`append` one at a time cuts them."""
+        size = self._size
+        for datum in data:
+            self._pending.append(datum)
+            size += len(datum)
+            if size >= BLOCK_BYTES:
+                self._size = size
+                self._hand_over()
+                size = 0
+        self._size = size
 
     def _hand_over(self) -> None:
         if not self._pending:
