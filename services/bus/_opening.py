@@ -75,12 +75,17 @@ def _open_here(open_one: OpenOne[T], opener: Opener, chunk: Sequence[Raw]) -> li
     return [open_one(opener, value, headers) for value, headers in chunk]
 
 
-def _context(*, forkserver: bool) -> BaseContext:
-    """spawn, or a forkserver that imported the bus once: its workers fork from it."""
+def _context(*, forkserver: bool, preload: Sequence[str]) -> BaseContext:
+    """spawn, or a forkserver that imported the bus (and ``preload``) once, to fork from.
+
+    The preload list is read when the server starts (once a process).
+    """
     if not forkserver or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload([__name__])  # read when the server starts, once a process
+    # Each worker still imports the main script (Python 3.11's forkserver never preloads
+    # it): what the script imports, preloaded, is then found imported.
+    context.set_forkserver_preload([__name__, *preload])
     return context
 
 
@@ -92,6 +97,11 @@ class OpenerPool(Generic[T]):
     be a module-level function (it is pickled by name to the workers, each of
     which builds its own :class:`~services.bus.Opener` from ``settings``).
     ``opener`` opens in-process when ``processes`` is 0.
+
+    Workers are spawned, each importing OIX (about a second of CPU); with
+    ``forkserver`` they fork from one server process that imported the bus
+    and ``preload`` (module names) once. The server lives as long as this
+    process and serves every later pool that asks for it.
     """
 
     def __init__(
@@ -102,6 +112,7 @@ class OpenerPool(Generic[T]):
         opener: Opener,
         *,
         forkserver: bool = False,
+        preload: Sequence[str] = (),
     ) -> None:
         self.processes = processes
         self._open_one = open_one
@@ -111,7 +122,7 @@ class OpenerPool(Generic[T]):
             # spawn, not fork: this process runs threads (aiokafka, database drivers).
             self._executor = ProcessPoolExecutor(
                 processes,
-                mp_context=_context(forkserver=forkserver),
+                mp_context=_context(forkserver=forkserver, preload=preload),
                 initializer=_start_worker,
                 initargs=(settings, os.getpid()),
             )

@@ -36,7 +36,7 @@ from services.bus import (
     start_consumer,
 )
 from services.replay._errors import SelectionError
-from services.replay._opening import Opening, opening_for
+from services.replay._opening import Opening, opening_for, worker_preload
 from services.replay._record import Replayed, open_replayed, raw_replayed
 from services.replay._select import Selection
 
@@ -249,9 +249,10 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
                             opening_for(checks=checks, reports=reports or selection.needs_content),
                             processes,
                             exchange.opener,
-                            # Workers fork from a server that imported the bus once, instead
-                            # of each importing it (about half a second of CPU each).
+                            # Workers fork from a server that imported OIX once, instead
+                            # of each importing it (about a second of CPU each).
                             forkserver=True,
+                            preload=worker_preload(),
                         )
                         starting = asyncio.create_task(pool.start())
                         if workers_after == 0:

@@ -13,7 +13,7 @@ from polling import eventually
 from replay_support import REPO, sealed
 
 from services.bus import Exchange, OpenerPool, Settings
-from services.replay._opening import open_record, opening_for
+from services.replay._opening import open_record, opening_for, worker_preload
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -21,7 +21,7 @@ HOLDER = """
 import asyncio, sys
 from pathlib import Path
 from services.bus import Exchange, OpenerPool, Settings
-from services.replay._opening import opening_for
+from services.replay._opening import opening_for, worker_preload
 
 repo, data, forkserver = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3] == "1"
 settings = Settings(
@@ -33,7 +33,7 @@ settings = Settings(
 async def main() -> None:
     opener = Exchange.from_settings(settings).opener
     pool = OpenerPool(settings, opening_for(checks=True, reports=False), 2, opener,
-                      forkserver=forkserver)
+                      forkserver=forkserver, preload=worker_preload() if forkserver else ())
     await pool.start()
     print(*(p.pid for p in pool._executor._processes.values()), flush=True)
     await asyncio.sleep(600)
@@ -83,7 +83,10 @@ async def test_workers_open_what_this_process_opens(
     values = [(s.value, tuple(s.headers)) for s in sealed(exchange, "LT-VSAT", 200)]
     values.append((b"\xc3\x01broken", ()))
     open_one = opening_for(checks=True, reports=False)
-    pool = OpenerPool(settings, open_one, 2, exchange.opener, forkserver=forkserver)
+    preload = worker_preload() if forkserver else ()
+    pool = OpenerPool(
+        settings, open_one, 2, exchange.opener, forkserver=forkserver, preload=preload
+    )
     try:
         await pool.start()
         found = await pool.open(values)
