@@ -109,6 +109,48 @@ def encode_report(codec: Codec, decoded: Decoded, value: bytes) -> bytes:
     return branch + body.getvalue()
 
 
+_LOW = 1 << 14
+_LONG_END = 1 << 64
+_VARINTS: list[bytes] = []
+"""The varints of 0 … 2**14 - 1 (one or two bytes)."""
+_LOW_PAIRS: list[bytes] = []
+"""The first two bytes of the varint of any number of 2**14 or more, by its low 14 bits."""
+
+
+_HIGHS: dict[int, bytes] = {}
+"""The varints of zigzagged longs' bits above the lowest 14 (timestamps share them)."""
+
+
+def fast_long(n: int) -> bytes:
+    """:func:`long_bytes` from tables: the lowest 14 bits looked up, the rest cached."""
+    z = (n << 1) ^ (n >> 63)
+    if 0 <= z < _LOW:
+        return _VARINTS[z]
+    if not 0 <= z < _LONG_END:  # outside Avro's long: as long_bytes does
+        return long_bytes(n)
+    high = z >> 14
+    rest = _HIGHS.get(high)
+    if rest is None:
+        if len(_HIGHS) >= _CACHED_TEXTS:
+            _HIGHS.clear()
+        rest = _HIGHS[high] = _unsigned(high)
+    return _LOW_PAIRS[z & 0x3FFF] + rest
+
+
+def _unsigned(z: int) -> bytes:
+    """The varint of ``z`` (already zigzagged)."""
+    out = bytearray()
+    while z >= 0x80:  # noqa: PLR2004
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_LOW_PAIRS.extend(bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(_LOW))
+_VARINTS.extend(_unsigned(z) for z in range(_LOW))
+
+
 class RecordEncoder:
     """Encodes a :class:`Replayed` as the container schema's ``ReplayedRecord``."""
 
@@ -119,6 +161,8 @@ class RecordEncoder:
             for name, schema in codec.registry.current.items()
         }
         self._texts: dict[str, bytes] = {}
+        self._optionals: dict[str, bytes] = {}
+        self._prefixes: dict[tuple[str, str, int, int], bytes] = {}
 
     def _text(self, text: str) -> bytes:
         # Topics, statuses, parties and header names repeat on every record.
@@ -144,22 +188,49 @@ class RecordEncoder:
         schemaless_writer(body, parsed, record.report)
         return branch + body.getvalue()
 
+    def _optional(self, text: str | None) -> bytes:
+        if text is None:
+            return b"\x00"
+        found = self._optionals.get(text)
+        if found is None:
+            if len(self._optionals) >= _CACHED_TEXTS:
+                self._optionals.clear()
+            found = self._optionals[text] = b"\x02" + text_bytes(text)
+        return found
+
+    def _prefix(self, record: Replayed) -> bytes:
+        place = (record.source, record.topic, record.partition, record.epoch)
+        found = self._prefixes.get(place)
+        if found is None:
+            if len(self._prefixes) >= _CACHED_TEXTS:
+                self._prefixes.clear()
+            found = b"".join(
+                (
+                    self._text(record.source),
+                    self._text(record.topic),
+                    long_bytes(record.partition),
+                    long_bytes(record.epoch),
+                )
+            )
+            self._prefixes[place] = found
+        return found
+
     def encode(self, record: Replayed) -> bytes:
         """The record's Avro encoding (fields in the container schema's order)."""
         # Inlined lookups rather than helper calls: this runs once per record.
-        text, small = self._text, _SMALL
-        parts = [text(record.source), text(record.topic)]
-        parts.extend(
-            small[n + 64] if -64 <= n < 64 else long_bytes(n)  # noqa: PLR2004
-            for n in (record.partition, record.epoch, record.offset, record.timestamp)
-        )
-        parts.append(small[record.timestamp_type + 64])  # 0 or 1: CreateTime, LogAppendTime
+        text, lengths = self._text, _LENGTHS
+        parts = [
+            self._prefix(record),
+            fast_long(record.offset),
+            fast_long(record.timestamp),
+            _SMALL[record.timestamp_type + 64],  # 0 or 1: CreateTime, LogAppendTime
+        ]
         key = record.key
         if key is None:
             parts.append(b"\x00")
         else:
             parts += (b"\x02", _length(len(key)), key)
-        headers, texts, lengths = record.headers, self._texts, _LENGTHS
+        headers, texts = record.headers, self._texts
         if headers:
             parts.append(_length(len(headers)))
             for name, raw in headers:
@@ -175,36 +246,22 @@ class RecordEncoder:
             parts.append(b"\x00")
         else:
             parts += (b"\x02", _length(len(value)), value)
-        for optional in (record.schema_fingerprint, record.report_type):
-            parts.append(b"\x00" if optional is None else b"\x02" + text(optional))
-        message_id = record.message_id
-        parts.append(b"\x00" if message_id is None else b"\x02" + text_bytes(message_id))
-        originator = record.originator
-        parts.append(b"\x00" if originator is None else b"\x02" + text(originator))
-        parts.append(text(record.signature_status))
-        parts.append(text(record.signature_detail))
-        error = record.decode_error
-        parts.append(b"\x00" if error is None else b"\x02" + text_bytes(error))
-        parts.append(self._report(record))
+        optional, message_id, error = self._optional, record.message_id, record.decode_error
+        parts += (
+            optional(record.schema_fingerprint),
+            optional(record.report_type),
+            b"\x00" if message_id is None else b"\x02" + text_bytes(message_id),
+            optional(record.originator),
+            text(record.signature_status),
+            text(record.signature_detail),
+            b"\x00" if error is None else b"\x02" + text_bytes(error),
+            self._report(record),
+        )
         return b"".join(parts)
 
 
 def _length(n: int) -> bytes:
     return _LENGTHS[n] if n < 1024 else long_bytes(n)  # noqa: PLR2004
-
-
-_LOW = 1 << 14
-_LONG_END = 1 << 64
-_VARINTS: list[bytes] = []
-"""The varints of 0 … 2**14 - 1 (one or two bytes)."""
-_LOW_PAIRS: list[bytes] = []
-"""The first two bytes of the varint of any number of 2**14 or more, by its low 14 bits."""
-
-
-def _tables() -> None:
-    if not _VARINTS:
-        _LOW_PAIRS.extend(bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(_LOW))
-        _VARINTS.extend(_unsigned(z) for z in range(_LOW))
 
 
 _ROLES = {H_TYPE: 1, H_MESSAGE_ID: 2, H_ORIGINATOR: 3}
@@ -224,7 +281,6 @@ class RawRecordEncoder:
     """
 
     def __init__(self) -> None:
-        _tables()
         self._prefixes: dict[tuple[str, int], bytes] = {}
         self._names: dict[str, tuple[bytes, int]] = {}
         """A header name's encoding, and where its value goes (``_ROLES``)."""
@@ -232,25 +288,9 @@ class RawRecordEncoder:
         """Header values (type, originator) as the optional text fields they become."""
         self._fingerprints: dict[bytes, bytes] = {}
         """A value's single-object prefix as its ``schema_fingerprint`` field."""
-        self._highs: dict[int, bytes] = {}
-        """The varint of a zigzagged long's bits above the lowest 14."""
         self._tail = b"".join(
             (text_bytes(NOT_CHECKED), text_bytes(RAW_DETAIL), b"\x00", b"\x00")
         )  # signature status and detail, no decode error, no report
-
-    def _long(self, n: int) -> bytes:
-        z = (n << 1) ^ (n >> 63)
-        if 0 <= z < _LOW:
-            return _VARINTS[z]
-        if not 0 <= z < _LONG_END:  # outside Avro's long: as long_bytes does
-            return long_bytes(n)
-        high = z >> 14
-        rest = self._highs.get(high)
-        if rest is None:
-            if len(self._highs) >= _CACHED_TEXTS:
-                self._highs.clear()
-            rest = self._highs[high] = _unsigned(high)
-        return _LOW_PAIRS[z & 0x3FFF] + rest
 
     def _prefix(self, topic: str, partition: int) -> bytes:
         found = self._prefixes.get((topic, partition))
@@ -291,12 +331,12 @@ class RawRecordEncoder:
         # One loop with everything in locals: this runs once per record.
         lengths, varints, pairs, small = _LENGTHS, _VARINTS, _LOW_PAIRS, _SMALL
         highs, names, optional, fingerprints = (
-            self._highs,
+            _HIGHS,
             self._names,
             self._optional,
             self._fingerprints,
         )
-        long, text, tail = self._long, self._cached_text, self._tail
+        long, text, tail = fast_long, self._cached_text, self._tail
         out: list[bytes] = []
         for record in records:
             offset, timestamp = record.offset, record.timestamp
@@ -346,16 +386,6 @@ class RawRecordEncoder:
             )
             out.append(b"".join(parts))
         return out
-
-
-def _unsigned(z: int) -> bytes:
-    """The varint of ``z`` (already zigzagged)."""
-    out = bytearray()
-    while z >= 0x80:  # noqa: PLR2004
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 def _header_text(raw: bytes) -> bytes:
