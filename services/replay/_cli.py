@@ -260,8 +260,8 @@ def export(
 ) -> None:
     """Replay the selected history into a file, an evidence bundle, or another topic.
 
-    Ctrl-C stops after the current record and leaves everything written
-    complete and valid.
+    Ctrl-C stops after the current record (--raw from Kafka: the current
+    fetch) and leaves everything written complete and valid.
     """
     if evidence is not None and (to_topic is not None or output is not None or raw):
         given = "--to-topic" if to_topic is not None else "--out" if output is not None else "--raw"

@@ -171,26 +171,36 @@ async def test_raw_selections_keep_what_the_record_path_keeps(
 async def test_a_stopped_raw_read_ends_after_the_fetch_it_gave(
     settings: Settings, exchange: Exchange, tmp_path: Path
 ) -> None:
-    """Ctrl-C during a raw export: the fetches written form a valid file from the start."""
+    """Ctrl-C during a raw export: nothing is fetched after the fetch being written, and
+    what was written is a valid file from the first offset on."""
     topic = exchange.naming.feed("LT-VSAT", "incidents")
-    await produce(settings, topic, sealed(exchange, "LT-VSAT", 10) * 500)  # 5 MB, 1 MB fetches
+    await produce(settings, topic, sealed(exchange, "LT-VSAT", 10) * 2000)  # 20 MB
     assert settings.bootstrap is not None
+    # The premise: unstopped, the range comes in several fetches (at most 8 MB each).
+    whole = await raw_batches(settings, exchange, Selection(topics=(topic,)))
+    assert len(whole) > 1
+    assert sum(len(batch) for batch in whole) == 20_000
     stop = asyncio.Event()
     out = tmp_path / "stopped.avro"
     writer = open_writer(Format.AVRO, out, exchange.codec)
+    stats = ReadStats()
     reader = read_kafka_raw(
-        settings, settings.bootstrap, exchange, Selection(topics=(topic,)), stop=stop
+        settings, settings.bootstrap, exchange, Selection(topics=(topic,)), stats=stats, stop=stop
     )
+    given = []
     try:
         async with contextlib.aclosing(reader) as batches:
             async for batch in batches:
+                given.append(len(batch))
                 writer.write_raw(batch)
                 stop.set()  # as Ctrl-C does
     finally:
         writer.close()
+    assert len(given) == 1
+    assert given[0] < 20_000
     offsets = [r["offset"] for r in read_both(out)]
-    assert 0 < len(offsets) < 5000
-    assert offsets == list(range(len(offsets)))
+    assert offsets == list(range(given[0]))
+    assert stats.kept == given[0]
 
 
 def test_longs_encode_as_the_specification_says() -> None:
