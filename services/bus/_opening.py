@@ -16,11 +16,12 @@ import multiprocessing
 import os
 import signal
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from functools import partial
 from itertools import chain
+from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from typing import Generic, TypeVar
 
 from services.bus._envelope import Opener
@@ -39,10 +40,9 @@ _MIN_CHUNK = 64
 _opener: Opener | None = None
 
 
-def _exit_with(parent: int) -> None:
+def _exit_with(parent: BaseProcess) -> None:
     # A parent killed with SIGKILL cannot stop its workers: they notice and go.
-    while os.getppid() == parent:
-        time.sleep(0.5)
+    parent.join()  # returns when the parent's end of the pipe to this worker closes
     os._exit(0)
 
 
@@ -52,10 +52,13 @@ def _start_worker(settings: Settings, parent: int) -> None:
     # parent drains its batch and then stops the workers itself.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # The parent's pid comes from the parent: if it died while this worker was
-    # starting, os.getppid() would already name the reaper.
+    # Watched through the pipe multiprocessing keeps open from the parent (a
+    # forkserver's worker is not the parent's child, so os.getppid() would not tell).
+    watched = multiprocessing.parent_process()
+    if watched is None or watched.pid != parent:
+        os._exit(0)  # started by something else than the pool's process
     threading.Thread(
-        target=_exit_with, args=(parent,), daemon=True, name="oix-opener-parent-watch"
+        target=_exit_with, args=(watched,), daemon=True, name="oix-opener-parent-watch"
     ).start()
     _opener = Exchange.from_settings(settings).opener
     # What is alive now (modules, schemas, the agreement) lives as long as the worker; a
@@ -76,6 +79,20 @@ def _open_here(open_one: OpenOne[T], opener: Opener, chunk: Sequence[Raw]) -> li
     return [open_one(opener, value, headers) for value, headers in chunk]
 
 
+def _context(*, forkserver: bool, preload: Sequence[str]) -> BaseContext:
+    """spawn, or a forkserver that imported the bus (and ``preload``) once, to fork from.
+
+    The preload list is read when the server starts (once a process).
+    """
+    if not forkserver or "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # Each worker still imports the main script (Python 3.11's forkserver never preloads
+    # it): what the script imports, preloaded, is then found imported.
+    context.set_forkserver_preload([__name__, *preload])
+    return context
+
+
 class OpenerPool(Generic[T]):
     """Opens records with ``open_one`` off the event loop, keeping their order.
 
@@ -84,10 +101,22 @@ class OpenerPool(Generic[T]):
     be a module-level function (it is pickled by name to the workers, each of
     which builds its own :class:`~services.bus.Opener` from ``settings``).
     ``opener`` opens in-process when ``processes`` is 0.
+
+    Workers are spawned, each importing OIX (about a second of CPU); with
+    ``forkserver`` they fork from one server process that imported the bus
+    and ``preload`` (module names) once. The server lives as long as this
+    process and serves every later pool that asks for it.
     """
 
     def __init__(
-        self, settings: Settings, open_one: OpenOne[T], processes: int, opener: Opener
+        self,
+        settings: Settings,
+        open_one: OpenOne[T],
+        processes: int,
+        opener: Opener,
+        *,
+        forkserver: bool = False,
+        preload: Sequence[str] = (),
     ) -> None:
         self.processes = processes
         self._open_one = open_one
@@ -97,7 +126,7 @@ class OpenerPool(Generic[T]):
             # spawn, not fork: this process runs threads (aiokafka, database drivers).
             self._executor = ProcessPoolExecutor(
                 processes,
-                mp_context=multiprocessing.get_context("spawn"),
+                mp_context=_context(forkserver=forkserver, preload=preload),
                 initializer=_start_worker,
                 initargs=(settings, os.getpid()),
             )

@@ -13,6 +13,7 @@ from ._evidence import export_evidence as export_evidence
 from ._flat import unflatten as unflatten
 from ._kafka import ReadStats as ReadStats
 from ._kafka import read_kafka as read_kafka
+from ._kafka import read_kafka_raw as read_kafka_raw
 from ._opening import default_processes as default_processes
 from ._record import NOT_CHECKED as NOT_CHECKED
 from ._record import Replayed as Replayed

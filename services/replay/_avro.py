@@ -26,15 +26,23 @@ import json
 import os
 import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any
 
 from fastavro import parse_schema, schemaless_writer
 
-from services.bus import PREFIX_SIZE, Codec, Decoded
+from services.bus import (
+    H_MESSAGE_ID,
+    H_ORIGINATOR,
+    H_TYPE,
+    PREFIX_SIZE,
+    Codec,
+    Decoded,
+    KafkaRecord,
+)
 from services.replay._container import container_schema, report_names
-from services.replay._record import Replayed
+from services.replay._record import NOT_CHECKED, RAW_DETAIL, Replayed, value_fingerprint
 
 MAGIC = b"Obj\x01"
 SYNC_SIZE = 16
@@ -101,6 +109,48 @@ def encode_report(codec: Codec, decoded: Decoded, value: bytes) -> bytes:
     return branch + body.getvalue()
 
 
+_LOW = 1 << 14
+_LONG_END = 1 << 64
+_VARINTS: list[bytes] = []
+"""The varints of 0 … 2**14 - 1 (one or two bytes)."""
+_LOW_PAIRS: list[bytes] = []
+"""The first two bytes of the varint of any number of 2**14 or more, by its low 14 bits."""
+
+
+_HIGHS: dict[int, bytes] = {}
+"""The varints of zigzagged longs' bits above the lowest 14 (timestamps share them)."""
+
+
+def fast_long(n: int) -> bytes:
+    """:func:`long_bytes` from tables: the lowest 14 bits looked up, the rest cached."""
+    z = (n << 1) ^ (n >> 63)
+    if 0 <= z < _LOW:
+        return _VARINTS[z]
+    if not 0 <= z < _LONG_END:  # outside Avro's long: as long_bytes does
+        return long_bytes(n)
+    high = z >> 14
+    rest = _HIGHS.get(high)
+    if rest is None:
+        if len(_HIGHS) >= _CACHED_TEXTS:
+            _HIGHS.clear()
+        rest = _HIGHS[high] = _unsigned(high)
+    return _LOW_PAIRS[z & 0x3FFF] + rest
+
+
+def _unsigned(z: int) -> bytes:
+    """The varint of ``z`` (already zigzagged)."""
+    out = bytearray()
+    while z >= 0x80:  # noqa: PLR2004
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_LOW_PAIRS.extend(bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(_LOW))
+_VARINTS.extend(_unsigned(z) for z in range(_LOW))
+
+
 class RecordEncoder:
     """Encodes a :class:`Replayed` as the container schema's ``ReplayedRecord``."""
 
@@ -111,6 +161,8 @@ class RecordEncoder:
             for name, schema in codec.registry.current.items()
         }
         self._texts: dict[str, bytes] = {}
+        self._optionals: dict[str, bytes] = {}
+        self._prefixes: dict[tuple[str, str, int, int], bytes] = {}
 
     def _text(self, text: str) -> bytes:
         # Topics, statuses, parties and header names repeat on every record.
@@ -136,22 +188,49 @@ class RecordEncoder:
         schemaless_writer(body, parsed, record.report)
         return branch + body.getvalue()
 
+    def _optional(self, text: str | None) -> bytes:
+        if text is None:
+            return b"\x00"
+        found = self._optionals.get(text)
+        if found is None:
+            if len(self._optionals) >= _CACHED_TEXTS:
+                self._optionals.clear()
+            found = self._optionals[text] = b"\x02" + text_bytes(text)
+        return found
+
+    def _prefix(self, record: Replayed) -> bytes:
+        place = (record.source, record.topic, record.partition, record.epoch)
+        found = self._prefixes.get(place)
+        if found is None:
+            if len(self._prefixes) >= _CACHED_TEXTS:
+                self._prefixes.clear()
+            found = b"".join(
+                (
+                    self._text(record.source),
+                    self._text(record.topic),
+                    long_bytes(record.partition),
+                    long_bytes(record.epoch),
+                )
+            )
+            self._prefixes[place] = found
+        return found
+
     def encode(self, record: Replayed) -> bytes:
         """The record's Avro encoding (fields in the container schema's order)."""
         # Inlined lookups rather than helper calls: this runs once per record.
-        text, small = self._text, _SMALL
-        parts = [text(record.source), text(record.topic)]
-        parts.extend(
-            small[n + 64] if -64 <= n < 64 else long_bytes(n)  # noqa: PLR2004
-            for n in (record.partition, record.epoch, record.offset, record.timestamp)
-        )
-        parts.append(small[record.timestamp_type + 64])  # 0 or 1: CreateTime, LogAppendTime
+        text, lengths = self._text, _LENGTHS
+        parts = [
+            self._prefix(record),
+            fast_long(record.offset),
+            fast_long(record.timestamp),
+            _SMALL[record.timestamp_type + 64],  # 0 or 1: CreateTime, LogAppendTime
+        ]
         key = record.key
         if key is None:
             parts.append(b"\x00")
         else:
             parts += (b"\x02", _length(len(key)), key)
-        headers, texts, lengths = record.headers, self._texts, _LENGTHS
+        headers, texts = record.headers, self._texts
         if headers:
             parts.append(_length(len(headers)))
             for name, raw in headers:
@@ -167,22 +246,153 @@ class RecordEncoder:
             parts.append(b"\x00")
         else:
             parts += (b"\x02", _length(len(value)), value)
-        for optional in (record.schema_fingerprint, record.report_type):
-            parts.append(b"\x00" if optional is None else b"\x02" + text(optional))
-        message_id = record.message_id
-        parts.append(b"\x00" if message_id is None else b"\x02" + text_bytes(message_id))
-        originator = record.originator
-        parts.append(b"\x00" if originator is None else b"\x02" + text(originator))
-        parts.append(text(record.signature_status))
-        parts.append(text(record.signature_detail))
-        error = record.decode_error
-        parts.append(b"\x00" if error is None else b"\x02" + text_bytes(error))
-        parts.append(self._report(record))
+        optional, message_id, error = self._optional, record.message_id, record.decode_error
+        parts += (
+            optional(record.schema_fingerprint),
+            optional(record.report_type),
+            b"\x00" if message_id is None else b"\x02" + text_bytes(message_id),
+            optional(record.originator),
+            text(record.signature_status),
+            text(record.signature_detail),
+            b"\x00" if error is None else b"\x02" + text_bytes(error),
+            self._report(record),
+        )
         return b"".join(parts)
 
 
 def _length(n: int) -> bytes:
     return _LENGTHS[n] if n < 1024 else long_bytes(n)  # noqa: PLR2004
+
+
+_ROLES = {H_TYPE: 1, H_MESSAGE_ID: 2, H_ORIGINATOR: 3}
+"""Where the headers that become fields go in a record's picked headers (0: nowhere)."""
+
+
+class RawRecordEncoder:
+    """Encodes records read raw from Kafka (``--raw``) straight from the fetched records.
+
+    The bytes are exactly :meth:`RecordEncoder.encode` of
+    :func:`~services.replay._record.raw_replayed` (``tests/replay`` compare
+    the two) without building a :class:`Replayed` per record: what repeats
+    (a partition's coordinates, the constant status fields, header names,
+    types, originators, schema fingerprints, a timestamp's high bits) is
+    encoded once and looked up. A whole fetch is encoded in one loop: per
+    record this is the main cost of a raw replay beside reading itself.
+    """
+
+    def __init__(self) -> None:
+        self._prefixes: dict[tuple[str, int], bytes] = {}
+        self._names: dict[str, tuple[bytes, int]] = {}
+        """A header name's encoding, and where its value goes (``_ROLES``)."""
+        self._optional: dict[bytes, bytes] = {}
+        """Header values (type, originator) as the optional text fields they become."""
+        self._fingerprints: dict[bytes, bytes] = {}
+        """A value's single-object prefix as its ``schema_fingerprint`` field."""
+        self._tail = b"".join(
+            (text_bytes(NOT_CHECKED), text_bytes(RAW_DETAIL), b"\x00", b"\x00")
+        )  # signature status and detail, no decode error, no report
+
+    def _prefix(self, topic: str, partition: int) -> bytes:
+        found = self._prefixes.get((topic, partition))
+        if found is None:
+            found = b"".join(
+                (text_bytes("kafka"), text_bytes(topic), long_bytes(partition), long_bytes(0))
+            )
+            self._prefixes[topic, partition] = found
+        return found
+
+    def _name(self, name: str) -> tuple[bytes, int]:
+        if len(self._names) >= _CACHED_TEXTS:
+            self._names.clear()
+        found = self._names[name] = (text_bytes(name), _ROLES.get(name, 0))
+        return found
+
+    def _cached_text(self, raw: bytes) -> bytes:
+        found = self._optional.get(raw)
+        if found is None:
+            if len(self._optional) >= _CACHED_TEXTS:
+                self._optional.clear()
+            found = self._optional[raw] = _header_text(raw)
+        return found
+
+    def _fingerprint(self, value: bytes | None) -> bytes:
+        start = b"" if value is None else value[:PREFIX_SIZE]
+        found = self._fingerprints.get(start)
+        if found is None:
+            if len(self._fingerprints) >= _CACHED_TEXTS:
+                self._fingerprints.clear()
+            hexed = value_fingerprint(start)  # reads no further than the prefix
+            found = b"\x00" if hexed is None else b"\x02" + text_bytes(hexed)
+            self._fingerprints[start] = found
+        return found
+
+    def encode(self, records: Sequence[KafkaRecord]) -> list[bytes]:
+        """Each record's Avro encoding as a raw replay of it from Kafka."""
+        # One loop with everything in locals: this runs once per record.
+        lengths, varints, pairs, small = _LENGTHS, _VARINTS, _LOW_PAIRS, _SMALL
+        highs, names, optional, fingerprints = (
+            _HIGHS,
+            self._names,
+            self._optional,
+            self._fingerprints,
+        )
+        long, text, tail = fast_long, self._cached_text, self._tail
+        out: list[bytes] = []
+        for record in records:
+            offset, timestamp = record.offset, record.timestamp
+            z = (offset << 1) ^ (offset >> 63)
+            zt = (timestamp << 1) ^ (timestamp >> 63)
+            high = highs.get(zt >> 14)
+            parts = [
+                self._prefix(record.topic, record.partition),
+                varints[z] if 0 <= z < _LOW else long(offset),
+                pairs[zt & 0x3FFF] + high
+                if high is not None and _LOW <= zt < _LONG_END
+                else long(timestamp),
+                small[record.timestamp_type + 64],
+            ]
+            key = record.key
+            if key is None:
+                parts.append(b"\x00")
+            else:
+                parts += (b"\x02", _length(len(key)), key)
+            headers = record.headers
+            picked: list[bytes | None] = [None, None, None, None]
+            if headers:
+                parts.append(_length(len(headers)))
+                for name, raw in headers:
+                    size = len(raw)
+                    encoded, role = names.get(name) or self._name(name)
+                    picked[role] = raw  # the last of a repeated header counts, as in a dict
+                    parts += (encoded, lengths[size] if size < 1024 else long_bytes(size), raw)  # noqa: PLR2004
+            parts.append(b"\x00")  # the headers array's end
+            value = record.value
+            if value is None:
+                parts += (b"\x00", self._fingerprint(None))
+            else:
+                size = len(value)
+                parts += (
+                    b"\x02",
+                    lengths[size] if size < 1024 else long_bytes(size),  # noqa: PLR2004
+                    value,
+                    fingerprints.get(value[:PREFIX_SIZE]) or self._fingerprint(value),
+                )
+            _, report_type, message_id, originator = picked
+            parts += (
+                b"\x00" if report_type is None else optional.get(report_type) or text(report_type),
+                b"\x00" if message_id is None else _header_text(message_id),
+                b"\x00" if originator is None else optional.get(originator) or text(originator),
+                tail,
+            )
+            out.append(b"".join(parts))
+        return out
+
+
+def _header_text(raw: bytes) -> bytes:
+    """A header's value as a present optional text: what ``header_text`` reads, UTF-8 again."""
+    if raw.isascii():
+        return b"\x02" + _length(len(raw)) + raw
+    return b"\x02" + text_bytes(raw.decode(errors="replace"))
 
 
 def _zstd() -> Callable[[bytes], bytes]:
@@ -245,6 +455,18 @@ class ContainerWriter:
         self._size += len(datum)
         if self._size >= BLOCK_BYTES:
             self._hand_over()
+
+    def extend(self, data: list[bytes]) -> None:
+        """Add encoded datums; blocks are cut where :meth:`append` one at a time cuts them."""
+        size = self._size
+        for datum in data:
+            self._pending.append(datum)
+            size += len(datum)
+            if size >= BLOCK_BYTES:
+                self._size = size
+                self._hand_over()
+                size = 0
+        self._size = size
 
     def _hand_over(self) -> None:
         if not self._pending:

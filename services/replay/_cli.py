@@ -260,8 +260,8 @@ def export(
 ) -> None:
     """Replay the selected history into a file, an evidence bundle, or another topic.
 
-    Ctrl-C stops after the current record and leaves everything written
-    complete and valid.
+    Ctrl-C stops after the current record (--raw from Kafka: the current
+    fetch) and leaves everything written complete and valid.
     """
     if evidence is not None and (to_topic is not None or output is not None or raw):
         given = "--to-topic" if to_topic is not None else "--out" if output is not None else "--raw"
@@ -320,6 +320,21 @@ def export(
             return stop.is_set()
         stats = ReadStats()
         undecodable: list[Replayed] = []
+        if raw and source is Source.KAFKA and to_topic is None:
+            # A bulk copy: each fetch written whole, no record opened (nor undecodable).
+            await _write_raw(
+                settings,
+                exchange,
+                selection,
+                stats=stats,
+                stop=stop,
+                kind=kind,
+                output=output,
+                compression=compression,
+                show_progress=show_progress,
+            )
+            _summary(str(source), stats, undecodable)
+            return stop.is_set()
         reading = _records(
             settings,
             exchange,
@@ -434,6 +449,40 @@ async def _write(
                 advance(1)
                 if record.undecodable and len(undecodable) < SHOWN_UNDECODABLE:
                     undecodable.append(record)
+    finally:
+        writer.close()
+
+
+async def _write_raw(
+    settings: Settings,
+    exchange: Exchange,
+    selection: Selection,
+    *,
+    stats: ReadStats,
+    stop: asyncio.Event,
+    kind: Format,
+    output: Path | None,
+    compression: AvroCodec,
+    show_progress: bool,
+) -> None:
+    from services.replay._kafka import read_kafka_raw  # noqa: PLC0415  # fast --help
+    from services.replay._progress import progress_bar  # noqa: PLC0415  # same
+    from services.replay._writers import open_writer  # noqa: PLC0415  # same
+
+    assert settings.bootstrap is not None
+    try:
+        writer = open_writer(kind, output, exchange.codec, compression)
+    except ReplayError as exc:
+        raise fail(str(exc), EXIT_ERROR) from None
+    reader = read_kafka_raw(
+        settings, settings.bootstrap, exchange, selection, stats=stats, stop=stop
+    )
+    try:
+        with progress_bar("replayed", enabled=show_progress) as advance:
+            async with contextlib.aclosing(reader) as batches:
+                async for batch in batches:
+                    writer.write_raw(batch)
+                    advance(len(batch))
     finally:
         writer.close()
 

@@ -36,7 +36,7 @@ from services.bus import (
     start_consumer,
 )
 from services.replay._errors import SelectionError
-from services.replay._opening import Opening, opening_for
+from services.replay._opening import Opening, opening_for, worker_preload
 from services.replay._record import Replayed, open_replayed, raw_replayed
 from services.replay._select import Selection
 
@@ -192,6 +192,15 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
         raise SelectionError(
             "--raw: the event id and mode filters need decoded reports; drop --raw"
         )
+    if raw:
+        batches = read_kafka_raw(settings, bootstrap, exchange, selection, stats=stats, stop=stop)
+        async with contextlib.aclosing(batches) as fetched:
+            async for fetch in fetched:
+                for record in fetch:
+                    yield raw_replayed("kafka", record)
+                    if stop is not None and stop.is_set():
+                        return
+        return
     topics = selection.topics or tuple(exchange.router.all_topics())
     pool: OpenerPool[Opening] | None = None
     starting: asyncio.Task[None] | None = None
@@ -201,22 +210,9 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
         codec = exchange.codec
 
         def open_here(record: KafkaRecord) -> Replayed:
-            if raw:
-                return raw_replayed("kafka", record)
             return open_replayed(codec, opener, "kafka", record)
 
-        async def where(partitions: Sequence[TopicPartition]) -> dict[TopicPartition, Position]:
-            return {tp: positions[tp] for tp in partitions if tp in positions}
-
-        follower = Follower(
-            settings,
-            bootstrap,
-            positions=where,
-            group_id=None,
-            until="highwater",
-            name="oix-replay",
-            fetch_max_bytes=FETCH_MAX_BYTES,
-        )
+        follower = _follower(settings, bootstrap, positions)
         remaining = set(positions)
         await follower.assign(remaining)
         to_offset = selection.to_offset
@@ -246,13 +242,17 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
                     elif not ahead:
                         return
                     opened += len(batch)
-                    if pool is None and processes > 0 and not raw and opened >= workers_after:
+                    if pool is None and processes > 0 and opened >= workers_after:
                         # A long range: start the workers; this process opens until they are up.
                         pool = OpenerPool(
                             settings,
                             opening_for(checks=checks, reports=reports or selection.needs_content),
                             processes,
                             exchange.opener,
+                            # Workers fork from a server that imported OIX once, instead
+                            # of each importing it (about a second of CPU each).
+                            forkserver=True,
+                            preload=worker_preload(),
                         )
                         starting = asyncio.create_task(pool.start())
                         if workers_after == 0:
@@ -288,6 +288,96 @@ async def read_kafka(  # noqa: C901, PLR0912, PLR0915  # one loop: fetch, open a
             starting.cancel()
         if pool is not None:
             pool.close()
+
+
+def _follower(
+    settings: Settings, bootstrap: str, positions: dict[TopicPartition, Position]
+) -> Follower:
+    """A follower of ``positions``' partitions from there to their high watermarks."""
+
+    async def where(partitions: Sequence[TopicPartition]) -> dict[TopicPartition, Position]:
+        return {tp: positions[tp] for tp in partitions if tp in positions}
+
+    return Follower(
+        settings,
+        bootstrap,
+        positions=where,
+        group_id=None,
+        until="highwater",
+        name="oix-replay",
+        fetch_max_bytes=FETCH_MAX_BYTES,
+    )
+
+
+def _filters_on_headers(selection: Selection) -> bool:
+    """Whether a raw record must be looked at to be kept (the ranges are checked apart)."""
+    return any(
+        wanted is not None
+        for wanted in (
+            selection.message_id,
+            selection.report_type,
+            selection.originator,
+            selection.signature_status,
+        )
+    )
+
+
+async def read_kafka_raw(
+    settings: Settings,
+    bootstrap: str,
+    exchange: Exchange,
+    selection: Selection,
+    *,
+    stats: ReadStats | None = None,
+    stop: asyncio.Event | None = None,
+) -> AsyncGenerator[list[KafkaRecord]]:
+    """The selected records as fetched, neither decoded nor verified, one list per fetch.
+
+    A raw replay (``--raw``) without a :class:`Replayed` per record: a writer
+    takes each list whole (:meth:`~services.replay._writers.Writer.write_raw`).
+    The records are those :func:`read_kafka` with ``raw`` replays, in the same
+    order; ``stop`` ends it after the current list. Use with
+    :func:`contextlib.aclosing`.
+
+    Raises:
+        SelectionError: a filter on the report's content.
+    """
+    stats = stats if stats is not None else ReadStats()
+    if selection.needs_content:
+        raise SelectionError(
+            "--raw: the event id and mode filters need decoded reports; drop --raw"
+        )
+    topics = selection.topics or tuple(exchange.router.all_topics())
+    positions = await _starts(settings, bootstrap, topics, selection, stats)
+    follower = _follower(settings, bootstrap, positions)
+    remaining = set(positions)
+    await follower.assign(remaining)
+    to_offset = selection.to_offset
+    # Offsets and times are checked here; the filters on headers need the record's fields.
+    looked_at = _filters_on_headers(selection)
+    ranged = any(
+        bound is not None
+        for bound in (selection.from_offset, to_offset, selection.since, selection.until)
+    )
+    async with follower:
+        while remaining and not follower.done and not (stop is not None and stop.is_set()):
+            batch: list[KafkaRecord] = []
+            for piece in await follower.fetch(200):
+                stats.events.extend(piece.events)
+                records = piece.records
+                if to_offset is not None and records and records[-1].offset >= to_offset:
+                    records = [r for r in records if r.offset <= to_offset]
+                    remaining.discard(piece.partition)
+                    await follower.assign(remaining)
+                stats.read += len(records)
+                if ranged:
+                    records = [r for r in records if selection.in_range(r.offset, r.timestamp)]
+                batch.extend(records)
+            if looked_at:
+                batch = [r for r in batch if selection.keeps(raw_replayed("kafka", r))]
+            if batch:
+                stats.kept += len(batch)
+                yield batch
 
 
 OPEN_AHEAD = 3

@@ -11,6 +11,7 @@ only when the output needs it (JSON lines, CSV, a table, a content filter).
 from __future__ import annotations
 
 import os
+import sys
 from functools import partial
 from typing import Any, NamedTuple
 
@@ -103,6 +104,16 @@ def open_record(
         None if reports else encode_report(opener.codec, decoded, data),
         decoded.record if reports else None,
     )
+
+
+def worker_preload() -> tuple[str, ...]:
+    """The OIX modules this process imported, for the workers' forkserver to import once.
+
+    Each worker imports the main script again (``oix``: the whole CLI, about
+    a second of CPU); with these already imported in the server it forks
+    from, that import finds them there.
+    """
+    return tuple(sorted(name for name in sys.modules if name.split(".")[0] == "services"))
 
 
 def default_processes() -> int:

@@ -12,18 +12,19 @@ import csv
 import importlib
 import io
 import sys
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 import orjson
 
-from services.bus import Codec
-from services.replay._avro import RecordEncoder, replay_container
+from services.bus import Codec, KafkaRecord
+from services.replay._avro import RawRecordEncoder, RecordEncoder, replay_container
 from services.replay._container import REPORTS_NAMESPACE, report_names
 from services.replay._errors import ReplayError
 from services.replay._flat import columns, flatten
-from services.replay._record import Replayed, header_items, json_default
+from services.replay._record import Replayed, header_items, json_default, raw_replayed
 
 
 class Format(StrEnum):
@@ -49,8 +50,25 @@ class Writer(Protocol):
     def write(self, record: Replayed) -> None:
         """Write one record."""
 
+    def write_raw(self, records: Sequence[KafkaRecord]) -> None:
+        """Write records read raw from Kafka (:func:`~services.replay.read_kafka_raw`).
+
+        What :meth:`write` of each one's ``raw_replayed`` would write.
+        """
+
     def close(self) -> None:
         """Finish the output: everything written is complete and valid."""
+
+
+class _EachRaw:
+    """``write_raw`` as ``write`` of each record (the formats that show more than the bytes)."""
+
+    def write(self, record: Replayed) -> None:
+        raise NotImplementedError
+
+    def write_raw(self, records: Sequence[KafkaRecord]) -> None:
+        for record in records:
+            self.write(raw_replayed("kafka", record))
 
 
 def _time(record: Replayed) -> str:
@@ -91,7 +109,7 @@ def as_json(record: Replayed) -> dict[str, Any]:
     }
 
 
-class JsonLinesWriter:
+class JsonLinesWriter(_EachRaw):
     """One JSON object per line (UTF-8)."""
 
     def __init__(self, stream: IO[bytes]) -> None:
@@ -137,7 +155,7 @@ def csv_columns(codec: Codec) -> list[str]:
     return list(found)
 
 
-class CsvWriter:
+class CsvWriter(_EachRaw):
     """One row per record; nested report fields flattened (see ``_flat``)."""
 
     def __init__(self, stream: IO[bytes], codec: Codec) -> None:
@@ -190,11 +208,16 @@ class AvroWriter:
     def __init__(self, stream: IO[bytes], codec: Codec, compression: AvroCodec) -> None:
         self._stream = stream
         self._encoder = RecordEncoder(codec)
+        self._raw = RawRecordEncoder()
         self._file = replay_container(stream, codec, str(compression))
 
     def write(self, record: Replayed) -> None:
         """Append one record (blocks are written as they fill)."""
         self._file.append(self._encoder.encode(record))
+
+    def write_raw(self, records: Sequence[KafkaRecord]) -> None:
+        """Append records read raw, encoded straight from the fetched records."""
+        self._file.extend(self._raw.encode(records))
 
     def close(self) -> None:
         """Write the last block."""
@@ -214,7 +237,7 @@ TABLE_COLUMNS = (
 )
 
 
-class TableWriter:
+class TableWriter(_EachRaw):
     """Aligned columns for a terminal, printed as records come (no buffering of the whole)."""
 
     def __init__(self, stream: IO[str]) -> None:
@@ -258,6 +281,9 @@ class _Closing:
 
     def write(self, record: Replayed) -> None:
         self._writer.write(record)
+
+    def write_raw(self, records: Sequence[KafkaRecord]) -> None:
+        self._writer.write_raw(records)
 
     def close(self) -> None:
         try:
