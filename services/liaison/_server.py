@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import sys
 from collections.abc import Callable
 
 from services.bus import Exchange, Settings, get_logger
@@ -14,14 +13,6 @@ from services.liaison._service import LiaisonService
 from services.liaison._settings import LiaisonSettings
 
 log = get_logger(__name__)
-
-SWITCH_INTERVAL_S = 0.0005
-"""How long a thread may hold the GIL while another waits for it (CPython's default: 5 ms).
-
-The store's writer thread takes the GIL back after every statement; with the
-default, a busy event loop made each of a batch's dozen statements wait up to
-5 ms for it, and that wait was most of a batch's latency at 500 reports/s.
-"""
 
 
 class LiaisonServer(HttpServer):
@@ -64,11 +55,9 @@ async def run_liaison(
 ) -> None:
     """Run one liaison service until ``stop`` is set, then shut it down gracefully.
 
-    It shortens the process's GIL switch interval (:data:`SWITCH_INTERVAL_S`) and,
-    once started, moves every object alive then out of the garbage collector's
-    sight (:func:`gc.freeze`).
+    Once started, it moves every object alive then out of the garbage
+    collector's sight (:func:`gc.freeze`).
     """
-    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
     service = LiaisonService(settings, liaison, exchange, bootstrap, migrate_first=migrate_first)
     await service.start()
     try:
