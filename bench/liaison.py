@@ -278,11 +278,13 @@ async def listen_while_producing(
     return p50, p99, len(ordered)
 
 
-async def latency_settings(base: Settings) -> tuple[Settings, str]:
-    """Settings on a fresh topic prefix (an empty store, no backlog), and LT's feed in it."""
+async def latency_settings(base: Settings, workdir: Path) -> tuple[Settings, str]:
+    """Settings on a fresh topic prefix (an empty store, no backlog), and LT's feed in it;
+    the benchmark's officer is added to ``workdir``'s officers file."""
     settings = base.model_copy(update={"topic_prefix": f"lat{uuid.uuid4().hex[:8]}"})
     topic = Exchange.from_settings(settings).naming.feed("LT-VSAT", "incidents")
     await create_topic(settings, topic)
+    add_officer(workdir / "officers.yaml", AGENCY, "bench", PASSWORD)
     return settings, topic
 
 
@@ -297,9 +299,8 @@ async def latency_in_process(
     base: Settings, workdir: Path, sealed: Sequence[SealedReport]
 ) -> tuple[float, float, int]:
     """The service in this process, sharing its event loop with the producer and the client."""
-    settings, topic = await latency_settings(base)
     own = workdir / "latency-in-process"
-    add_officer(own / "officers.yaml", AGENCY, "bench", PASSWORD)
+    settings, topic = await latency_settings(base, own)
     service = LiaisonService(
         settings, liaison_settings(own), Exchange.from_settings(settings), migrate_first=True
     )
@@ -345,9 +346,8 @@ async def latency_own_process(
     base: Settings, workdir: Path, sealed: Sequence[SealedReport]
 ) -> tuple[float, float, int]:
     """The service as deployed: ``oix liaison run`` in a process of its own."""
-    settings, topic = await latency_settings(base)
     own = workdir / "latency-own-process"
-    add_officer(own / "officers.yaml", AGENCY, "bench", PASSWORD)
+    settings, topic = await latency_settings(base, own)
     port = free_port()
     fixed = liaison_settings(own)
     env = {

@@ -115,46 +115,31 @@ def fresh_forkserver() -> None:
 
 
 async def export(
-    records: Callable[[], AsyncGenerator[Replayed]],
+    records: Callable[[], AsyncGenerator[Replayed]]
+    | Callable[[], AsyncGenerator[list[KafkaRecord]]],
     kind: Format,
     path: Path,
     exchange: Exchange,
     count: int,
 ) -> tuple[float, float]:
-    """Records per second, and CPU µs per record (workers included)."""
+    """Records per second, and CPU µs per record (workers included).
+
+    ``records`` yields replayed records one by one, or (a raw read from Kafka, as
+    ``oix replay --raw``) whole fetches of records.
+    """
     fresh_forkserver()
     writer = open_writer(kind, path, exchange.codec)
     seen = 0
     started, cpu = time.perf_counter(), cpu_seconds()
     try:
         async with contextlib.aclosing(records()) as stream:
-            async for record in stream:
-                writer.write(record)
-                seen += 1
-    finally:
-        writer.close()
-    elapsed = time.perf_counter() - started
-    used = cpu_seconds() - cpu
-    assert seen == count, f"exported {seen} of {count}"
-    return count / elapsed, used / count * 1e6
-
-
-async def export_raw(
-    records: Callable[[], AsyncGenerator[list[KafkaRecord]]],
-    kind: Format,
-    path: Path,
-    exchange: Exchange,
-    count: int,
-) -> tuple[float, float]:
-    """:func:`export` of a raw read from Kafka, one fetch at a time (as ``oix replay --raw``)."""
-    writer = open_writer(kind, path, exchange.codec)
-    seen = 0
-    started, cpu = time.perf_counter(), cpu_seconds()
-    try:
-        async with contextlib.aclosing(records()) as stream:
-            async for batch in stream:
-                writer.write_raw(batch)
-                seen += len(batch)
+            async for item in stream:
+                if isinstance(item, list):
+                    writer.write_raw(item)
+                    seen += len(item)
+                else:
+                    writer.write(item)
+                    seen += 1
     finally:
         writer.close()
     elapsed = time.perf_counter() - started
@@ -228,7 +213,7 @@ async def main() -> None:
             (f"Kafka -> jsonl, {RAW}", Format.JSONL, None),
         ):
             path = workdir / f"k.{kind}"
-            rate, cpu_us = await export_raw(kafka_raw, kind, path, exchange, BACKLOG)
+            rate, cpu_us = await export(kafka_raw, kind, path, exchange, BACKLOG)
             rows.append(Row(label, rate, cpu_us, read.label, read.rate, target))
 
         paths: list[tuple[str, Callable[[], AsyncGenerator[Replayed]], Format, Row, float | None]]

@@ -28,7 +28,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from fastavro import parse_schema, schemaless_writer
 
@@ -58,6 +58,15 @@ _CACHED_TEXTS = 4096
 _SMALL = [bytes([(n << 1) if n >= 0 else ((-n << 1) - 1)]) for n in range(-64, 64)]
 _LENGTHS: list[bytes] = []
 """The encodings of 0 … 1023 (lengths of names, header values, values): looked up, not computed."""
+V = TypeVar("V")
+
+
+def _remember(cache: dict[Any, V], key: object, value: V) -> V:
+    """Store ``value`` in a lookup cache bounded at :data:`_CACHED_TEXTS` entries."""
+    if len(cache) >= _CACHED_TEXTS:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def long_bytes(n: int) -> bytes:
@@ -131,9 +140,7 @@ def fast_long(n: int) -> bytes:
     high = z >> 14
     rest = _HIGHS.get(high)
     if rest is None:
-        if len(_HIGHS) >= _CACHED_TEXTS:
-            _HIGHS.clear()
-        rest = _HIGHS[high] = _unsigned(high)
+        rest = _remember(_HIGHS, high, _unsigned(high))
     return _LOW_PAIRS[z & 0x3FFF] + rest
 
 
@@ -168,9 +175,7 @@ class RecordEncoder:
         # Topics, statuses, parties and header names repeat on every record.
         found = self._texts.get(text)
         if found is None:
-            if len(self._texts) >= _CACHED_TEXTS:
-                self._texts.clear()
-            found = self._texts[text] = text_bytes(text)
+            found = _remember(self._texts, text, text_bytes(text))
         return found
 
     def _report(self, record: Replayed) -> bytes:
@@ -193,26 +198,25 @@ class RecordEncoder:
             return b"\x00"
         found = self._optionals.get(text)
         if found is None:
-            if len(self._optionals) >= _CACHED_TEXTS:
-                self._optionals.clear()
-            found = self._optionals[text] = b"\x02" + text_bytes(text)
+            found = _remember(self._optionals, text, b"\x02" + text_bytes(text))
         return found
 
     def _prefix(self, record: Replayed) -> bytes:
         place = (record.source, record.topic, record.partition, record.epoch)
         found = self._prefixes.get(place)
         if found is None:
-            if len(self._prefixes) >= _CACHED_TEXTS:
-                self._prefixes.clear()
-            found = b"".join(
-                (
-                    self._text(record.source),
-                    self._text(record.topic),
-                    long_bytes(record.partition),
-                    long_bytes(record.epoch),
-                )
+            found = _remember(
+                self._prefixes,
+                place,
+                b"".join(
+                    (
+                        self._text(record.source),
+                        self._text(record.topic),
+                        long_bytes(record.partition),
+                        long_bytes(record.epoch),
+                    )
+                ),
             )
-            self._prefixes[place] = found
         return found
 
     def encode(self, record: Replayed) -> bytes:
@@ -302,28 +306,24 @@ class RawRecordEncoder:
         return found
 
     def _name(self, name: str) -> tuple[bytes, int]:
-        if len(self._names) >= _CACHED_TEXTS:
-            self._names.clear()
-        found = self._names[name] = (text_bytes(name), _ROLES.get(name, 0))
-        return found
+        return _remember(self._names, name, (text_bytes(name), _ROLES.get(name, 0)))
 
     def _cached_text(self, raw: bytes) -> bytes:
         found = self._optional.get(raw)
         if found is None:
-            if len(self._optional) >= _CACHED_TEXTS:
-                self._optional.clear()
-            found = self._optional[raw] = _header_text(raw)
+            found = _remember(self._optional, raw, _header_text(raw))
         return found
 
     def _fingerprint(self, value: bytes | None) -> bytes:
         start = b"" if value is None else value[:PREFIX_SIZE]
         found = self._fingerprints.get(start)
         if found is None:
-            if len(self._fingerprints) >= _CACHED_TEXTS:
-                self._fingerprints.clear()
             hexed = value_fingerprint(start)  # reads no further than the prefix
-            found = b"\x00" if hexed is None else b"\x02" + text_bytes(hexed)
-            self._fingerprints[start] = found
+            found = _remember(
+                self._fingerprints,
+                start,
+                b"\x00" if hexed is None else b"\x02" + text_bytes(hexed),
+            )
         return found
 
     def encode(self, records: Sequence[KafkaRecord]) -> list[bytes]:
