@@ -64,8 +64,8 @@ async def run_liaison(
         server = LiaisonServer(service)
         await server.start()
         # Modules, schemas, the agreement and the app live as long as the process; a full
-        # collection walking them all paused the event loop for 100-250 ms at 500
-        # reports/s, the whole of the live stream's p99.
+        # collection walking them all paused the event loop for 60-250 ms at 500 reports/s:
+        # most of the live stream's p99 (bench/liaison.py, docs/liaison.md "Measured").
         gc.freeze()
         if on_ready is not None:
             on_ready(server)
