@@ -119,8 +119,11 @@ async def start_producer(settings: Settings, bootstrap: str, **overrides: Any) -
         try:
             with quiet("aiokafka.producer.sender"):  # we log the refusal ourselves
                 await producer.start()
-        except KafkaError as exc:
-            await producer.stop()
+        except BaseException as exc:
+            with contextlib.suppress(Exception):
+                await producer.stop()
+            if not isinstance(exc, KafkaError):
+                raise  # cancelled or failed part-way: stopped, as in _start
             if isinstance(exc, KafkaConnectionError):
                 raise await unreachable(settings, bootstrap, exc) from exc
             if settings.kafka_idempotence == "on":
@@ -137,11 +140,7 @@ async def start_producer(settings: Settings, bootstrap: str, **overrides: Any) -
         else:
             return producer
     producer = AIOKafkaProducer(**options)
-    try:
-        await producer.start()
-    except KafkaConnectionError as exc:
-        await producer.stop()
-        raise await unreachable(settings, bootstrap, exc) from exc
+    await _start(producer, settings, bootstrap)
     return producer
 
 
@@ -164,8 +163,21 @@ async def start_consumer(client: AIOKafkaConsumer, settings: Settings, bootstrap
     aiokafka says only "Unable to bootstrap"; this names the address and a TLS
     failure if there is one, and stops the client (else asyncio warns of it).
     """
+    await _start(client, settings, bootstrap)
+
+
+async def _start(
+    client: AIOKafkaConsumer | AIOKafkaProducer, settings: Settings, bootstrap: str
+) -> None:
+    """Start ``client``; whatever interrupts the start, the client is stopped again."""
     try:
         await client.start()
     except KafkaConnectionError as exc:
         await client.stop()
         raise await unreachable(settings, bootstrap, exc) from exc
+    except BaseException:
+        # Cancelled or failed part-way (a service stopping while the broker restarts): an
+        # unstopped client keeps its connections, and its collection fails a later test.
+        with contextlib.suppress(Exception):
+            await client.stop()
+        raise
