@@ -69,17 +69,21 @@ def _remember(cache: dict[Any, V], key: object, value: V) -> V:
     return value
 
 
-def long_bytes(n: int) -> bytes:
-    """An Avro ``int``/``long``: zigzag, then a little-endian base-128 varint."""
-    if -64 <= n < 64:  # noqa: PLR2004  # one byte
-        return _SMALL[n + 64]
-    z = (n << 1) ^ (n >> 63)
+def _unsigned(z: int) -> bytes:
+    """The varint of ``z`` (already zigzagged)."""
     out = bytearray()
     while z >= 0x80:  # noqa: PLR2004
         out.append((z & 0x7F) | 0x80)
         z >>= 7
     out.append(z)
     return bytes(out)
+
+
+def long_bytes(n: int) -> bytes:
+    """An Avro ``int``/``long``: zigzag, then a little-endian base-128 varint."""
+    if -64 <= n < 64:  # noqa: PLR2004  # one byte
+        return _SMALL[n + 64]
+    return _unsigned((n << 1) ^ (n >> 63))
 
 
 _LENGTHS.extend(long_bytes(n) for n in range(1024))
@@ -142,16 +146,6 @@ def fast_long(n: int) -> bytes:
     if rest is None:
         rest = _remember(_HIGHS, high, _unsigned(high))
     return _LOW_PAIRS[z & 0x3FFF] + rest
-
-
-def _unsigned(z: int) -> bytes:
-    """The varint of ``z`` (already zigzagged)."""
-    out = bytearray()
-    while z >= 0x80:  # noqa: PLR2004
-        out.append((z & 0x7F) | 0x80)
-        z >>= 7
-    out.append(z)
-    return bytes(out)
 
 
 _LOW_PAIRS.extend(bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(_LOW))
