@@ -8,6 +8,7 @@ drill for a real event.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, Field
@@ -15,8 +16,13 @@ from pydantic import BaseModel, Field
 T = TypeVar("T")
 
 
+@lru_cache(maxsize=1024)
 def iso(ms: int | None) -> str | None:
-    """Milliseconds since the epoch as ISO 8601 UTC (None stays None)."""
+    """Milliseconds since the epoch as ISO 8601 UTC (None stays None).
+
+    Cached: a change on the live stream shows the same few times several times
+    (created, first and last reported; received and the change's own time).
+    """
     if ms is None:
         return None
     return (

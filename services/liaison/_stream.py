@@ -25,7 +25,7 @@ from services.liaison._handling import visible_to
 from services.liaison._models import iso
 from services.liaison._store import Logged, Row, now_ms
 from services.liaison._tables import alerts, events, messages
-from services.liaison._views import alert_of, event_summary, report_summary, split_list
+from services.liaison._views import alert_of, event_fields, report_fields, split_list
 
 if TYPE_CHECKING:
     from services.liaison._service import LiaisonService
@@ -155,12 +155,12 @@ def _data(row: Any, found: dict[str, Any]) -> str | None:
     if event is not None:
         if not visible_to(row.agency, split_list(event.releasable_to)):
             return None
-        body["event"] = event_summary(event, at).model_dump()
+        body["event"] = event_fields(event, at)
     message = found["messages"].get((row.originator, row.message_id))
     if message is not None:
         if not visible_to(row.agency, split_list(message.releasable_to)):
             return None
-        body["report"] = report_summary(message).model_dump()
+        body["report"] = report_fields(message)
     alert = found["alerts"].get(row.alert_id) if row.alert_id else None
     if alert is not None:
         body["alert"] = alert_of(alert).model_dump()

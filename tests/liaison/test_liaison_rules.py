@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 
+import orjson
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.hmac import HMAC
@@ -14,7 +15,15 @@ from services.host import PUBLISHING, Offers, PublishingPath
 from services.liaison import due_at, release_problem, signature, webhook_refusal
 from services.liaison._feed import since_time
 from services.liaison._handling import is_late
-from services.liaison._views import changes_between
+from services.liaison._models import EventSummary, ReportSummary
+from services.liaison._store import Row
+from services.liaison._views import (
+    changes_between,
+    event_fields,
+    event_summary,
+    report_fields,
+    report_summary,
+)
 
 AGREEMENT = load_agreement(Settings().agreement)
 NAMING = TopicNaming("oix")
@@ -149,3 +158,73 @@ async def test_an_offer_is_awaited_until_it_is_published_or_the_wait_ends() -> N
     offers.publish(PUBLISHING, "LT-VSAT", PublishingPath("LT-VSAT", "http://lt", "t1"))
     offers.publish(PUBLISHING, "LV-VRS", PublishingPath("LV-VRS", "http://lv", "t2"))
     assert await waiting == PublishingPath("LV-VRS", "http://lv", "t2")
+
+
+_EVENT = {
+    "originator": "LT-VSAT",
+    "event_id": "e-1",
+    "report_type": "AssistanceRequest",
+    "title": "Request for assistance",
+    "status": "active",
+    "withdrawn_reason": None,
+    "mode": "EXERCISE",
+    "impact": None,
+    "tlp": "AMBER",
+    "priority": "URGENT",
+    "border_section": ",LT-BY-1,LT-BY-2,",
+    "releasable_to": "LV-VRS,PL-SG",
+    "reports": 2,
+    "versions": 1,
+    "first_message_id": "m-1",
+    "current_message_id": "m-2",
+    "first_reported_at": 1_764_600_000_123,
+    "last_reported_at": 1_764_600_060_456,
+    "detected_at": None,
+    "late": 1,
+    "request_kind": "assistance",
+    "due_at": 1_764_628_800_000,
+    "answered_at": None,
+    "seq": 7,
+}
+_MESSAGE = {
+    "originator": "LT-VSAT",
+    "message_id": "m-2",
+    "event_id": "e-1",
+    "report_type": "IncidentReport",
+    "title": "Illegal crossing attempt",
+    "created_at": 1_764_600_060_456,
+    "received_at": 1_764_600_061_000,
+    "mode": "ACTUAL",
+    "tlp": "GREEN",
+    "impact": "LOW",
+    "priority": "ROUTINE",
+    "classification": "SENSITIVE",
+    "handling": "PURPOSE_ONLY,NO_COURT",
+    "releasable_to": "LV-VRS",
+    "border_section": None,
+    "signature_status": "valid",
+    "key_id": "LT-VSAT-2026-1",
+    "superseded_by": None,
+    "cancelled_by": "m-3",
+    "seq": 8,
+}
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [{}, {"request_kind": None}, {"answered_at": 1_764_600_100_000}, {"late": 0, "mode": "ACTUAL"}],
+)
+def test_the_live_streams_plain_event_is_the_apis_model_to_the_byte(changed: dict) -> None:
+    # The stream sends event_fields as they are; the API validates the same through the model.
+    row = Row({**_EVENT, **changed})
+    plain = event_fields(row, at=1_764_700_000_000)
+    assert orjson.dumps(plain) == orjson.dumps(event_summary(row, 1_764_700_000_000).model_dump())
+    assert set(plain) == set(EventSummary.model_fields)
+
+
+@pytest.mark.parametrize("changed", [{}, {"key_id": None, "border_section": ",A,", "handling": ""}])
+def test_the_live_streams_plain_report_is_the_apis_model_to_the_byte(changed: dict) -> None:
+    row = Row({**_MESSAGE, **changed})
+    plain = report_fields(row)
+    assert orjson.dumps(plain) == orjson.dumps(report_summary(row).model_dump())
+    assert set(plain) == set(ReportSummary.model_fields)
