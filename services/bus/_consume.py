@@ -11,8 +11,9 @@ accumulator fills batches that a sender drains:
   taken back in fetch order so each partition stays in order;
 - **accumulate and write**: items join a :class:`~services.bus.Batch`; a due
   batch is handed to the caller's ``write`` in a task of its own while the next
-  one fills, and the next due batch waits for it, so at most two batches are in
-  memory and the store sees one writer.
+  one fills. The next batch keeps filling past due while the writer is busy and
+  waits for it only when full, so at most two batches are in memory and the
+  store sees one writer.
 
 Nothing is acknowledged before ``write`` returns; a revoked partition's
 pending items are dropped (never acknowledged, so read again by its next
@@ -42,7 +43,8 @@ T = TypeVar("T")
 IDLE_POLL_MS = 200
 """The longest a fetch waits while nothing is pending."""
 OPENING_POLL_MS = 5
-"""How long a fetch waits while records are being opened: take them back soon."""
+"""How long a fetch waits while records are being opened, or a due batch waits for the
+writer: take them back, or start the write, soon."""
 MAX_OPENING = 2
 """Fetches being opened at once before the loop waits for the oldest."""
 
@@ -130,13 +132,19 @@ class Pipeline(Generic[T]):
                     await writing
 
     async def _step(self) -> None:
-        if self.batch.due:
+        writing = self._writing is not None and not self._writing.done()
+        # A due batch keeps filling while the one before it is written, so fetching and
+        # opening go on meanwhile; only a full one waits for the writer.
+        if self.batch.due and (self.batch.full or not writing):
             await self._finish_write()
             if self.batch.due:
                 self._start_write()
+            writing = self._writing is not None
         remaining = self.batch.remaining_ms()
         timeout = IDLE_POLL_MS if remaining is None else min(remaining, IDLE_POLL_MS)
-        if self._opening:
+        if writing and self.batch.due:
+            timeout = OPENING_POLL_MS  # not 0: that would spin until the writer is done
+        elif self._opening:
             timeout = min(timeout, OPENING_POLL_MS)
         slices = await self._follower.fetch(timeout)
         if slices:

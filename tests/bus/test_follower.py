@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from follower_support import PositionStore, Row, eventually, produce
 
 from services.bus import (
+    Admitted,
     Batch,
     BatchLimits,
     EmbeddedBroker,
@@ -348,3 +349,64 @@ async def test_a_consume_loop_waiting_on_a_hung_store_shows_idle_and_recovers(
             await eventually(advancing, "the partition to advance again")
     finally:
         store.close()
+
+
+async def test_a_due_batch_keeps_filling_while_the_one_before_it_is_written(
+    settings: Settings, tmp_path: Path
+) -> None:
+    # While the store writes one batch, the loop goes on fetching and opening: records
+    # that arrive meanwhile join the next batch, even once it is due by age, and are
+    # ready to write the moment the store answers.
+    assert settings.bootstrap is not None
+    topic = f"{settings.topic_prefix}.overlap"
+    tp = TopicPartition(topic, 0)
+    store = PositionStore(tmp_path / "store.db")
+    writing, released = asyncio.Event(), asyncio.Event()
+    opened: list[bytes] = []
+    written: list[list[bytes]] = []
+    write, open_records = store.write, store.open_records
+
+    async def slow(batch: Batch[Row]) -> None:
+        if any(r.value.startswith(b"second") for r in batch.items):
+            writing.set()
+            await released.wait()
+        await write(batch)
+        written.append([r.value for r in batch.items])
+
+    async def noting(admitted: list[Admitted]) -> list[Row]:
+        rows = await open_records(admitted)
+        opened.extend(r.value for r in rows)
+        return rows
+
+    store.write = slow  # type: ignore[method-assign]
+    store.open_records = noting  # type: ignore[method-assign]
+
+    def were_opened(values: list[bytes]):
+        async def check() -> bool:
+            return set(values) <= set(opened)
+
+        return check
+
+    await produce(settings.bootstrap, topic, _values(5, "first"))
+    try:
+        async with following(settings, store, partitions=[tp]):
+            await eventually(_holds(store, topic, 5), "the first batch written")
+            await produce(settings.bootstrap, topic, _values(3, "second"))
+            await asyncio.wait_for(writing.wait(), 30)
+            later = _values(3, "third")
+            await produce(settings.bootstrap, topic, later)
+            await eventually(were_opened(later), "records opened while the store writes")
+            # Past the batch's age limit (LIMITS.max_ms, 20 ms): the batch is due now.
+            await asyncio.sleep(LIMITS.max_ms * 5 / 1000)
+            last = _values(3, "fourth")
+            await produce(settings.bootstrap, topic, last)
+            await eventually(were_opened(last), "records opened while a due batch waits")
+            released.set()
+            await eventually(_holds(store, topic, 14), "every record once the store answers")
+    finally:
+        store.close()
+    # One batch, written right after the slow one (the old loop stopped fetching as soon as
+    # this batch was due, so the last three came in a batch of their own, later).
+    together = [b for b in written if set(b) & set(later + last)]
+    assert len(together) == 1
+    assert together[0][-6:] == later + last
