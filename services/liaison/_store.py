@@ -70,7 +70,7 @@ _IN_CHUNK = 500
 T = TypeVar("T")
 
 Step = tuple[Any, Any]
-"""A statement and its parameters (a list of rows: executed for each; None: once).
+"""A statement and its parameters (a list of rows: executed for each; a dict or None: once).
 
 A ``str`` statement is the driver's own SQL (see :func:`_bulk_insert`)."""
 Steps = Generator[Step, Sequence[Any], T]
@@ -278,7 +278,14 @@ def _run_blocking(connection: sa.Connection, steps: Steps[T]) -> T:
 
 
 def _save_cursor(agency: str, last_seq: int) -> Steps[None]:
-    yield sa.update(cursors).where(cursors.c.agency == agency).values(last_seq=last_seq), None
+    yield _SAVE_CURSOR, {"b_agency": agency, "v_last_seq": last_seq}
+
+
+_SAVE_CURSOR = (
+    sa.update(cursors)
+    .where(cursors.c.agency == sa.bindparam("b_agency"))
+    .values(last_seq=sa.bindparam("v_last_seq"))
+)
 
 
 class _SqliteWriter:
@@ -335,11 +342,69 @@ def _bulk_insert(dialect: str, table: sa.Table, rows: list[dict[str, Any]]) -> S
     yield sql, [values(row) for row in rows]
 
 
-def _among(dialect: str, column: sa.ColumnElement[Any], values: Sequence[str]) -> Any:
-    """``column IN values``; on PostgreSQL ``= ANY(array)``: one statement to prepare, any size."""
+def _among(dialect: str, column: sa.ColumnElement[Any], name: str) -> Any:
+    """``column IN :name`` (a list); on PostgreSQL ``= ANY(array)``: one statement, any size."""
     if dialect == "postgresql":
-        return column == sa.any_(sa.bindparam(None, list(values), type_=postgresql.ARRAY(sa.Text)))
-    return column.in_(values)
+        return column == sa.any_(sa.bindparam(name, type_=postgresql.ARRAY(sa.Text)))
+    return column.in_(sa.bindparam(name, expanding=True))
+
+
+@dataclass(frozen=True, slots=True)
+class _Queries:
+    """The write path's statements, built once per dialect.
+
+    Built per batch, they cost the writer more than SQLite's own work on a
+    small batch (expressions, then their cache keys); built once, their cache
+    keys are kept. Parameters: ``agency``, ``ids`` (a list), ``originator``,
+    ``topics`` (a list).
+    """
+
+    lock: Any
+    positions: Any
+    stored: Any
+    referenced: Any
+    events: Any
+    alerts: Any
+    save_positions: Any
+    """An upsert of rows of ``liaison_position`` (executed for each row)."""
+
+
+@cache
+def _queries(dialect: str) -> _Queries:
+    agency: sa.BindParameter[str] = sa.bindparam("agency")
+    upsert = (postgresql.insert if dialect == "postgresql" else sqlite.insert)(positions)
+    upsert = upsert.on_conflict_do_update(
+        index_elements=["agency", "topic", "kafka_partition"],
+        set_={
+            "epoch": upsert.excluded.epoch,
+            "next_offset": upsert.excluded.next_offset,
+            "anchor": upsert.excluded.anchor,
+        },
+    )
+    lock = sa.select(cursors.c.last_seq).where(cursors.c.agency == agency)
+    if dialect == "postgresql":
+        lock = lock.with_for_update()
+    return _Queries(
+        lock=lock,
+        positions=sa.select(positions).where(
+            positions.c.agency == agency, _among(dialect, positions.c.topic, "topics")
+        ),
+        stored=sa.select(_M.originator, _M.message_id, _M.value_sha256).where(
+            _M.agency == agency, _among(dialect, _M.message_id, "ids")
+        ),
+        referenced=sa.select(_M.originator, _M.message_id, _M.event_id, _M.report_type).where(
+            _M.agency == agency, _among(dialect, _M.message_id, "ids")
+        ),
+        events=sa.select(events).where(
+            _E.agency == agency,
+            _E.originator == sa.bindparam("originator"),
+            _among(dialect, _E.event_id, "ids"),
+        ),
+        alerts=sa.select(_A.alert_id).where(
+            _A.agency == agency, _among(dialect, _A.alert_id, "ids")
+        ),
+        save_positions=upsert,
+    )
 
 
 def _event_row(agency: str, event: EventState) -> dict[str, Any]:
@@ -466,10 +531,8 @@ class LiaisonStore:
         return postgresql.insert if self.dialect == "postgresql" else sqlite.insert
 
     def _lock(self, agency: str) -> Steps[int]:
-        query = sa.select(cursors.c.last_seq).where(cursors.c.agency == agency)
-        if self.dialect == "postgresql":
-            query = query.with_for_update()
-        rows = yield query, None
+        query = _queries(self.dialect).lock
+        rows = yield query, {"agency": agency}
         if rows:
             return int(rows[0].last_seq)
         # The agency's first write: its cursor row, then its lock (another writer may race).
@@ -477,7 +540,7 @@ class LiaisonStore:
             self._insert()(cursors).values(agency=agency, last_seq=0).on_conflict_do_nothing(),
             None,
         )
-        rows = yield query, None
+        rows = yield query, {"agency": agency}
         return int(rows[0].last_seq)
 
     # -- the consumer's side ---------------------------------------------------------------
@@ -537,11 +600,8 @@ class LiaisonStore:
         if not expected:
             return
         rows = yield (
-            sa.select(positions).where(
-                positions.c.agency == agency,
-                positions.c.topic.in_(sorted({t for t, _ in expected})),
-            ),
-            None,
+            _queries(self.dialect).positions,
+            {"agency": agency, "topics": sorted({t for t, _ in expected})},
         )
         stored: dict[Partition, Position] = {
             (r.topic, r.kafka_partition): Position(r.epoch, r.next_offset, r.anchor) for r in rows
@@ -556,7 +616,6 @@ class LiaisonStore:
     def _save_positions(self, agency: str, moved: Mapping[Partition, Position]) -> Steps[None]:
         if not moved:
             return
-        insert = self._insert()
         rows = [
             {
                 "agency": agency,
@@ -568,16 +627,7 @@ class LiaisonStore:
             }
             for (topic, number), p in moved.items()
         ]
-        statement = insert(positions)
-        statement = statement.on_conflict_do_update(
-            index_elements=["agency", "topic", "kafka_partition"],
-            set_={
-                "epoch": statement.excluded.epoch,
-                "next_offset": statement.excluded.next_offset,
-                "anchor": statement.excluded.anchor,
-            },
-        )
-        yield statement, rows
+        yield _queries(self.dialect).save_positions, rows
 
     # -- officers' actions -----------------------------------------------------------------
 
@@ -846,8 +896,9 @@ class _BatchWriter:
             else _chunks(values)
         )
 
-    def _among(self, column: sa.ColumnElement[Any], values: Sequence[str]) -> Any:
-        return _among(self.store.dialect, column, values)
+    @property
+    def _queries(self) -> _Queries:
+        return _queries(self.store.dialect)
 
     def write(self, batch: WriteBatch, last: list[int]) -> Steps[Written]:
         agency = self.agency
@@ -963,12 +1014,7 @@ class _BatchWriter:
         ids = sorted({r.facts.message_id for r in reports})
         stored: dict[tuple[str, str], str] = {}
         for chunk in self._chunks(ids):
-            rows = yield (
-                sa.select(_M.originator, _M.message_id, _M.value_sha256).where(
-                    _M.agency == self.agency, self._among(_M.message_id, chunk)
-                ),
-                None,
-            )
+            rows = yield self._queries.stored, {"agency": self.agency, "ids": list(chunk)}
             stored.update(((r.originator, r.message_id), r.value_sha256) for r in rows)
         fresh = []
         for incoming in reports:
@@ -1011,12 +1057,7 @@ class _BatchWriter:
             }
         )
         for chunk in self._chunks(targets):
-            rows = yield (
-                sa.select(_M.originator, _M.message_id, _M.event_id, _M.report_type).where(
-                    _M.agency == self.agency, self._among(_M.message_id, chunk)
-                ),
-                None,
-            )
+            rows = yield self._queries.referenced, {"agency": self.agency, "ids": list(chunk)}
             for row in rows:
                 event_id = None if row.report_type == "Acknowledgement" else row.event_id
                 self.known[(row.originator, row.message_id)] = _Known(event_id, row.report_type)
@@ -1040,12 +1081,8 @@ class _BatchWriter:
         for originator, ids in by_originator.items():
             for chunk in self._chunks(sorted(ids)):
                 rows = yield (
-                    sa.select(events).where(
-                        _E.agency == self.agency,
-                        _E.originator == originator,
-                        self._among(_E.event_id, chunk),
-                    ),
-                    None,
+                    self._queries.events,
+                    {"agency": self.agency, "originator": originator, "ids": list(chunk)},
                 )
                 for row in rows:
                     state = _state(row)
@@ -1138,12 +1175,7 @@ class _BatchWriter:
         ids = sorted({d.alert_id for d in drafts})
         stored: set[str] = set()
         for chunk in self._chunks(ids):
-            rows = yield (
-                sa.select(_A.alert_id).where(
-                    _A.agency == self.agency, self._among(_A.alert_id, chunk)
-                ),
-                None,
-            )
+            rows = yield self._queries.alerts, {"agency": self.agency, "ids": list(chunk)}
             stored.update(r.alert_id for r in rows)
         fresh = []
         for draft in drafts:
