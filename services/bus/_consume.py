@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -43,8 +44,8 @@ T = TypeVar("T")
 IDLE_POLL_MS = 200
 """The longest a fetch waits while nothing is pending."""
 OPENING_POLL_MS = 5
-"""How long a fetch waits while records are being opened, or a due batch waits for the
-writer: take them back, or start the write, soon."""
+"""How long a fetch waits while records are being opened (take them back soon), and at
+first while a due batch waits for the writer (start the next write soon)."""
 MAX_OPENING = 2
 """Fetches being opened at once before the loop waits for the oldest."""
 
@@ -92,6 +93,7 @@ class Pipeline(Generic[T]):
         """The batch being filled."""
         self._opening: deque[_Opening[T]] = deque()
         self._writing: asyncio.Task[None] | None = None
+        self._write_started = 0.0
 
     # -- what the follower calls ---------------------------------------------------------------
 
@@ -143,8 +145,11 @@ class Pipeline(Generic[T]):
         remaining = self.batch.remaining_ms()
         timeout = IDLE_POLL_MS if remaining is None else min(remaining, IDLE_POLL_MS)
         if writing and self.batch.due:
-            timeout = OPENING_POLL_MS  # not 0: that would spin until the writer is done
-        elif self._opening:
+            # Soon after the write started, then less and less often: a store that is down
+            # (the write retrying) is not polled hot. Never 0: that would spin.
+            waited_ms = (time.monotonic() - self._write_started) * 1000
+            timeout = min(IDLE_POLL_MS, max(OPENING_POLL_MS, round(waited_ms / 4)))
+        if self._opening:
             timeout = min(timeout, OPENING_POLL_MS)
         slices = await self._follower.fetch(timeout)
         if slices:
@@ -207,6 +212,7 @@ class Pipeline(Generic[T]):
     def _start_write(self) -> None:
         assert self._writing is None
         batch, self.batch = self.batch, Batch(self._limits, self._weight)
+        self._write_started = time.monotonic()
         self._writing = asyncio.create_task(self._written(batch), name="oix-consume-write")
 
     async def _written(self, batch: Batch[T]) -> None:

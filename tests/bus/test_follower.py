@@ -26,6 +26,7 @@ from services.bus import (
     LogEventKind,
     Position,
     Settings,
+    Slice,
     free_port,
     record_digest,
 )
@@ -389,7 +390,7 @@ async def test_a_due_batch_keeps_filling_while_the_one_before_it_is_written(
 
     await produce(settings.bootstrap, topic, _values(5, "first"))
     try:
-        async with following(settings, store, partitions=[tp]):
+        async with following(settings, store, partitions=[tp]) as run:
             await eventually(_holds(store, topic, 5), "the first batch written")
             await produce(settings.bootstrap, topic, _values(3, "second"))
             await asyncio.wait_for(writing.wait(), 30)
@@ -401,6 +402,19 @@ async def test_a_due_batch_keeps_filling_while_the_one_before_it_is_written(
             last = _values(3, "fourth")
             await produce(settings.bootstrap, topic, last)
             await eventually(were_opened(last), "records opened while a due batch waits")
+            # A write that drags on (a store that is down) is not waited for by polling the
+            # broker every few milliseconds: one second now sees a handful of fetches.
+            fetches = 0
+            fetch = run.follower.fetch
+
+            async def counted(timeout_ms: int) -> list[Slice]:
+                nonlocal fetches
+                fetches += 1
+                return await fetch(timeout_ms)
+
+            run.follower.fetch = counted  # type: ignore[method-assign]
+            await asyncio.sleep(1.0)
+            assert 1 <= fetches <= 50
             released.set()
             await eventually(_holds(store, topic, 14), "every record once the store answers")
     finally:
