@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +100,32 @@ def _holds(store: PositionStore, topic: str, count: int):
         return len(store.rows(topic)) >= count
 
     return check
+
+
+@dataclass
+class Held:
+    """Writes of a store held back: from the first batch picked, until ``released``."""
+
+    holding: asyncio.Event
+    released: asyncio.Event
+    written: list[list[bytes]]
+    """The values of each batch written, in order."""
+
+
+def hold_writes(store: PositionStore, hold: Callable[[Batch[Row]], bool]) -> Held:
+    """Make ``store`` wait before writing a batch ``hold`` picks, until released."""
+    held = Held(asyncio.Event(), asyncio.Event(), [])
+    write = store.write
+
+    async def held_write(batch: Batch[Row]) -> None:
+        if hold(batch):
+            held.holding.set()
+            await held.released.wait()
+        await write(batch)
+        held.written.append([r.value for r in batch.items])
+
+    store.write = held_write  # type: ignore[method-assign]
+    return held
 
 
 async def test_it_resumes_from_the_callers_positions_and_stores_nothing_twice(
@@ -314,15 +340,7 @@ async def test_a_consume_loop_waiting_on_a_hung_store_shows_idle_and_recovers(
     topic = f"{settings.topic_prefix}.stuck"
     tp = TopicPartition(topic, 0)
     store = PositionStore(tmp_path / "store.db")
-    released = asyncio.Event()
-    write = store.write
-
-    async def hanging(batch: Batch[Row]) -> None:
-        if store.batches:
-            await released.wait()
-        await write(batch)
-
-    store.write = hanging  # type: ignore[method-assign]
+    held = hold_writes(store, lambda _: store.batches > 0)
     await produce(settings.bootstrap, topic, _values(5, "before"))
     try:
         async with following(settings, store, partitions=[tp]) as run:
@@ -340,7 +358,7 @@ async def test_a_consume_loop_waiting_on_a_hung_store_shows_idle_and_recovers(
             await eventually(not_fetching, "the consume loop to wait on the store")
             (status,) = run.follower.status()
             assert (status.position.next_offset or 0) < 8005
-            released.set()
+            held.released.set()
             await eventually(_holds(store, topic, 8005), "every record once the store answers")
 
             async def advancing() -> bool:
@@ -362,24 +380,15 @@ async def test_a_due_batch_keeps_filling_while_the_one_before_it_is_written(
     topic = f"{settings.topic_prefix}.overlap"
     tp = TopicPartition(topic, 0)
     store = PositionStore(tmp_path / "store.db")
-    writing, released = asyncio.Event(), asyncio.Event()
+    held = hold_writes(store, lambda batch: any(r.value.startswith(b"second") for r in batch.items))
     opened: list[bytes] = []
-    written: list[list[bytes]] = []
-    write, open_records = store.write, store.open_records
-
-    async def slow(batch: Batch[Row]) -> None:
-        if any(r.value.startswith(b"second") for r in batch.items):
-            writing.set()
-            await released.wait()
-        await write(batch)
-        written.append([r.value for r in batch.items])
+    open_records = store.open_records
 
     async def noting(admitted: list[Admitted]) -> list[Row]:
         rows = await open_records(admitted)
         opened.extend(r.value for r in rows)
         return rows
 
-    store.write = slow  # type: ignore[method-assign]
     store.open_records = noting  # type: ignore[method-assign]
 
     def were_opened(values: list[bytes]):
@@ -393,7 +402,7 @@ async def test_a_due_batch_keeps_filling_while_the_one_before_it_is_written(
         async with following(settings, store, partitions=[tp]) as run:
             await eventually(_holds(store, topic, 5), "the first batch written")
             await produce(settings.bootstrap, topic, _values(3, "second"))
-            await asyncio.wait_for(writing.wait(), 30)
+            await asyncio.wait_for(held.holding.wait(), 30)
             later = _values(3, "third")
             await produce(settings.bootstrap, topic, later)
             await eventually(were_opened(later), "records opened while the store writes")
@@ -415,12 +424,12 @@ async def test_a_due_batch_keeps_filling_while_the_one_before_it_is_written(
             run.follower.fetch = counted  # type: ignore[method-assign]
             await asyncio.sleep(1.0)
             assert 1 <= fetches <= 50
-            released.set()
+            held.released.set()
             await eventually(_holds(store, topic, 14), "every record once the store answers")
     finally:
         store.close()
     # One batch, written right after the slow one (the old loop stopped fetching as soon as
     # this batch was due, so the last three came in a batch of their own, later).
-    together = [b for b in written if set(b) & set(later + last)]
+    together = [b for b in held.written if set(b) & set(later + last)]
     assert len(together) == 1
     assert together[0][-6:] == later + last
