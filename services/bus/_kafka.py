@@ -118,14 +118,8 @@ async def start_producer(settings: Settings, bootstrap: str, **overrides: Any) -
         producer = AIOKafkaProducer(**options, enable_idempotence=True)
         try:
             with quiet("aiokafka.producer.sender"):  # we log the refusal ourselves
-                await producer.start()
-        except BaseException as exc:
-            with contextlib.suppress(Exception):
-                await producer.stop()
-            if not isinstance(exc, KafkaError):
-                raise  # cancelled or failed part-way: stopped, as in _start
-            if isinstance(exc, KafkaConnectionError):
-                raise await unreachable(settings, bootstrap, exc) from exc
+                await _start(producer, settings, bootstrap)
+        except KafkaError as exc:  # refused (and stopped again by _start)
             if settings.kafka_idempotence == "on":
                 raise BrokerError(f"the broker refused the idempotent producer: {exc}") from exc
             # Once per broker and process: `oix up` starts a producer per service.

@@ -54,13 +54,11 @@ async def test_a_producer_cancelled_while_starting_is_stopped(
 ) -> None:
     bootstrap, accepted = silent_broker
     own = settings.model_copy(update={"kafka_idempotence": idempotence})
-    created: list[object] = []
     starting = asyncio.create_task(start_producer(own, bootstrap))
     await asyncio.wait_for(accepted.wait(), 30)
     # The producer is local to start_producer: find it through the task's frame.
-    frame = starting.get_coro().cr_frame
-    created.append(frame.f_locals["producer"])
+    producer = starting.get_coro().cr_frame.f_locals["producer"]
     starting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await starting
-    assert created[0]._closed  # see above
+    assert producer._closed  # see above
