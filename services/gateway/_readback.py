@@ -55,11 +55,16 @@ class ReadBack:
         self._reported: set[str] = set()
 
     def begin(self, epoch: int, now: float) -> None:
-        """The gate opened again: read back what is acknowledged from now on, for ``WINDOW``."""
-        if epoch != self._epoch:
-            self._epoch, self._start = epoch, {}
-        for partition, last in self._store.last_offsets(epoch).items():
-            self._start.setdefault(partition, last + 1)
+        """The gate opened again: read back what is acknowledged from now on, for ``WINDOW``.
+
+        A gate that closes and opens again while the window runs extends it: the
+        window goes on reading back from where it began, since the broker may still
+        replace what it acknowledged before that second opening. A partition first
+        written to in the window is read back from the epoch's first offset.
+        """
+        if epoch != self._epoch or now >= self._until:
+            self._epoch = epoch
+            self._start = {p: last + 1 for p, last in self._store.last_offsets(epoch).items()}
         self._until = now + WINDOW
 
     def active(self, now: float) -> bool:

@@ -96,6 +96,32 @@ async def test_a_report_replaced_in_the_log_is_a_finding_and_one_moved_is_told_a
     ]
 
 
+async def test_a_gate_opened_again_within_the_window_reads_back_from_where_the_window_began(
+    settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    # The restart-under-load test failed so: a report acknowledged while the gate was
+    # first open after the restart, replaced in the log after the gate closed and opened
+    # again; the second opening read back only from the offset after it.
+    topic = f"{topic_prefix}.LV-VRS.incidents"
+    served = [str(uuid.uuid4()) for _ in range(3)]
+    await _log_of(settings, topic, served)
+    lost = str(uuid.uuid4())
+    store = Store.open(tmp_path / "gateway.db")
+    found: list[Finding] = []
+    try:
+        store.remember_topics({topic: 1})
+        readback = ReadBack(store, settings, settings.bootstrap, found.append)
+        readback.begin(0, now=0.0)  # nothing acknowledged in this epoch yet
+        _acknowledged(store.path, topic, {0: served[0], 1: lost})
+        readback.begin(0, now=5.0)  # a delivery failed; the gate closed and opened again
+        assert await readback.sweep() == 1
+    finally:
+        store.close()
+    assert [(f.kind, f.lost_message_id, f.delivery.offset) for f in found] == [
+        (RECORD_REPLACED, lost, 1)
+    ]
+
+
 async def test_the_read_back_ends_with_its_window_and_skips_what_was_acknowledged_before(
     settings: Settings, topic_prefix: str, tmp_path: Path
 ) -> None:
@@ -111,5 +137,9 @@ async def test_the_read_back_ends_with_its_window_and_skips_what_was_acknowledge
         assert await readback.sweep() == 0
         assert readback.active(now=100.0 + 29)
         assert not readback.active(now=100.0 + 31)
+        # A later window begins afresh: what the last one read back is not read again.
+        _acknowledged(store.path, topic, {1: str(uuid.uuid4())})
+        readback.begin(0, now=200.0)
+        assert await readback.sweep() == 0
     finally:
         store.close()
