@@ -24,7 +24,6 @@ one; a partition this consumer no longer owns is left to its new owner.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ from services.bus import (
     client_options,
     get_logger,
     start_producer,
+    wait_set,
 )
 
 log = get_logger(__name__)
@@ -191,8 +191,7 @@ class Quarantine:
     async def _run(self) -> None:
         backoff = _FIRST_BACKOFF_S
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), _POLL_S)
+            await wait_set(self._wake, _POLL_S)
             self._wake.clear()
             try:
                 await self._round()

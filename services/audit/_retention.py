@@ -20,7 +20,6 @@ overwritten in the file (``docs/audit.md`` says what PostgreSQL needs).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +42,7 @@ from services.audit._retention_log import (
 )
 from services.audit._store import _DRIVER_ERRORS, AuditStore, classify
 from services.audit._tables import holds, records
-from services.bus import OixError, SignatureStatus, get_logger
+from services.bus import OixError, SignatureStatus, get_logger, wait_set
 
 log = get_logger(__name__)
 
@@ -601,5 +600,4 @@ async def run_purge_schedule(
             await retention.purge(default_days, actor="schedule (oix audit run)")
         except OixError as exc:
             log.warning("audit_purge_failed", error=str(exc))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+        await wait_set(stop, interval_s)

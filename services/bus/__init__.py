@@ -110,7 +110,7 @@ from services.bus._rotation import (
 )
 from services.bus._schemas import Fingerprint, ReportSchema, load_current, load_released
 from services.bus._settings import Settings, load_settings, settings_error
-from services.bus._signals import STOP_SIGNALS, stop_on_signals
+from services.bus._signals import STOP_SIGNALS, stop_on_signals, wait_set
 from services.bus._signing import (
     SignatureStatus,
     Signer,
@@ -304,6 +304,7 @@ __all__ = [
     "unbind_message",
     "unified_diff",
     "wait_for_metadata",
+    "wait_set",
     "write_private",
     "write_private_key",
     "write_yaml_list",

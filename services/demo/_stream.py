@@ -8,7 +8,6 @@ as the agreement says.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from services.bus import (
     freshen,
     load_examples,
     start_producer,
+    wait_set,
 )
 from services.gateway.sdk import Publisher
 
@@ -70,8 +70,7 @@ async def run_demo(
                 if on_published is not None:
                     on_published(published)
                 if stop is not None and interval > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), interval)
+                    await wait_set(stop, interval)
                 elif interval > 0:
                     await asyncio.sleep(interval)
                 if stop is not None and stop.is_set():

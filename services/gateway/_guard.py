@@ -48,6 +48,7 @@ from services.bus import (
     ensure_topics,
     get_logger,
     start_consumer,
+    wait_set,
 )
 from services.gateway._readback import ReadBack
 from services.gateway._store import Finding, Store
@@ -154,8 +155,7 @@ class BrokerGate:
             wait = VERIFY_EVERY if not self._open else self._check_every
             if self._open and reading_back:
                 wait = min(wait, READ_BACK_EVERY)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), wait)
+            await wait_set(self._wake, wait)
             self._wake.clear()
             if self._open:
                 replaced = self._replaced()

@@ -12,11 +12,10 @@ they stay so that a known message id is never written twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from services.bus import get_logger
+from services.bus import get_logger, wait_set
 from services.gateway._store import Store
 
 log = get_logger(__name__)
@@ -61,8 +60,7 @@ class KeyForgetter:
 
     async def _run(self) -> None:
         while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), self.every_s)
+            await wait_set(self._stop, self.every_s)
             if self._stop.is_set():
                 return
             try:

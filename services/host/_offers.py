@@ -10,9 +10,10 @@ service of its agency where and with which token to publish.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
+
+from services.bus import wait_set
 
 T = TypeVar("T")
 
@@ -63,6 +64,5 @@ class Offers:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), remaining)
+            await wait_set(self._changed, remaining)
         return value

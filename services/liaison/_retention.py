@@ -16,14 +16,13 @@ one ``retention_purge`` alert saying how many.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.bus import get_logger
+from services.bus import get_logger, wait_set
 from services.liaison._metrics import LiaisonMetrics
 from services.liaison._store import LiaisonStore, now_ms
 from services.liaison._tables import alerts, changes, events, links, messages, outbox
@@ -186,5 +185,4 @@ async def run_retention(
             await retention_round(store, agency, metrics)
         except Exception:
             log.exception("retention round failed; trying again later")
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), INTERVAL_S)
+        await wait_set(stop, INTERVAL_S)

@@ -13,6 +13,7 @@ import asyncio
 from collections import deque
 from collections.abc import Iterable
 
+from services.bus import wait_set
 from services.liaison._store import Logged
 
 KEEP = 4096
@@ -74,8 +75,4 @@ class ChangeSignal:
         """
         if seen is not None and seen != self.generation:
             return True
-        try:
-            await asyncio.wait_for(self._event.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+        return await wait_set(self._event, timeout)
