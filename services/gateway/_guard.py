@@ -128,9 +128,11 @@ class BrokerGate:
     def close(self, why: str) -> None:
         """Answer 503 from now until the broker is verified again."""
         if self._open:
+            epoch = self._store.broker_epoch().epoch
             self._reopening = True  # the broker may come back wrong: read writes back then
+            self._readback.mark(epoch, asyncio.get_running_loop().time())
             log.warning("broker gate closed: reports are answered 503 until verified", why=why)
-            self._on_change(False, self._store.broker_epoch().epoch)  # noqa: FBT003  # callback
+            self._on_change(False, epoch)  # noqa: FBT003  # callback
         self._open = False
         self._problem = why
         self._wake.set()

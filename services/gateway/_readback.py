@@ -54,17 +54,23 @@ class ReadBack:
         self._until = 0.0
         self._reported: set[str] = set()
 
-    def begin(self, epoch: int, now: float) -> None:
-        """The gate opened again: read back what is acknowledged from now on, for ``WINDOW``.
+    def mark(self, epoch: int, now: float) -> None:
+        """The gate closed: what was acknowledged until now came from the verified broker.
 
-        A gate that closes and opens again while the window runs extends it: the
-        window goes on reading back from where it began, since the broker may still
-        replace what it acknowledged before that second opening. A partition first
-        written to in the window is read back from the epoch's first offset.
+        While a window runs it goes on from where it began: the broker may still
+        replace what it acknowledged before the gate closed again.
         """
-        if epoch != self._epoch or now >= self._until:
+        if epoch != self._epoch or not self.active(now):
             self._epoch = epoch
             self._start = {p: last + 1 for p, last in self._store.last_offsets(epoch).items()}
+
+    def begin(self, epoch: int, now: float) -> None:
+        """The gate opened again: read back, for ``WINDOW``, what was acknowledged since it closed.
+
+        In a new broker epoch (the log was replaced meanwhile) that is all of the epoch.
+        """
+        if epoch != self._epoch:
+            self._epoch, self._start = epoch, {}
         self._until = now + WINDOW
 
     def active(self, now: float) -> bool:

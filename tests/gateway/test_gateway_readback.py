@@ -37,13 +37,13 @@ async def _log_of(settings: Settings, topic: str, ids: list[str]) -> None:
         await producer.stop()
 
 
-def _acknowledged(path: Path, topic: str, acks: dict[int, str]) -> None:
-    """What the broker answered the gateway: these offsets for these reports (epoch 0)."""
+def _acknowledged(path: Path, topic: str, acks: dict[int, str], epoch: int = 0) -> None:
+    """What the broker answered the gateway: these offsets for these reports."""
     with sqlite3.connect(path) as db:
         db.executemany(
             'INSERT INTO coordinates (broker_epoch, topic, partition, "offset", message_id) '
-            "VALUES (0, ?, 0, ?, ?)",
-            [(topic, offset, message_id) for offset, message_id in acks.items()],
+            "VALUES (?, ?, 0, ?, ?)",
+            [(epoch, topic, offset, message_id) for offset, message_id in acks.items()],
         )
 
 
@@ -59,7 +59,8 @@ async def test_a_report_replaced_in_the_log_is_a_finding_and_one_moved_is_told_a
     try:
         store.remember_topics({topic: 1})
         readback = ReadBack(store, settings, settings.bootstrap, found.append)
-        readback.begin(0, now=0.0)  # the gate opened again before these acknowledgements
+        readback.mark(0, now=0.0)  # the gate closed
+        readback.begin(0, now=1.0)  # and opened again before these acknowledgements
         _acknowledged(
             store.path,
             topic,
@@ -111,13 +112,42 @@ async def test_a_gate_opened_again_within_the_window_reads_back_from_where_the_w
     try:
         store.remember_topics({topic: 1})
         readback = ReadBack(store, settings, settings.bootstrap, found.append)
-        readback.begin(0, now=0.0)  # nothing acknowledged in this epoch yet
+        readback.mark(0, now=0.0)  # nothing acknowledged in this epoch yet
+        readback.begin(0, now=1.0)
         _acknowledged(store.path, topic, {0: served[0], 1: lost})
-        readback.begin(0, now=5.0)  # a delivery failed; the gate closed and opened again
+        readback.mark(0, now=5.0)  # a delivery failed: the gate closed
+        readback.begin(0, now=6.0)  # and opened again
         assert await readback.sweep() == 1
     finally:
         store.close()
     assert [(f.kind, f.lost_message_id, f.delivery.offset) for f in found] == [
+        (RECORD_REPLACED, lost, 1)
+    ]
+
+
+async def test_in_a_new_broker_epoch_everything_acknowledged_in_it_is_read_back(
+    settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    # The log was replaced while the gate was closed: what the new log acknowledged
+    # before the gate opened (answered 503, or vouched for and then closed again) is
+    # read back too; it once started after those offsets and missed a replaced report.
+    topic = f"{topic_prefix}.LV-VRS.incidents"
+    served = [str(uuid.uuid4()) for _ in range(3)]
+    await _log_of(settings, topic, served)
+    lost = str(uuid.uuid4())
+    store = Store.open(tmp_path / "gateway.db")
+    found: list[Finding] = []
+    try:
+        store.remember_topics({topic: 1})
+        _acknowledged(store.path, topic, {40: str(uuid.uuid4())})  # epoch 0, the old log
+        readback = ReadBack(store, settings, settings.bootstrap, found.append)
+        readback.mark(0, now=0.0)  # the broker went away
+        _acknowledged(store.path, topic, {0: served[0], 1: lost}, epoch=1)
+        readback.begin(1, now=1.0)  # verified again: a new epoch
+        assert await readback.sweep() == 1
+    finally:
+        store.close()
+    assert [(f.kind, f.lost_message_id, f.broker_epoch) for f in found] == [
         (RECORD_REPLACED, lost, 1)
     ]
 
@@ -133,13 +163,15 @@ async def test_the_read_back_ends_with_its_window_and_skips_what_was_acknowledge
         # Acknowledged before the gate opened again: not the read-back's to judge.
         _acknowledged(store.path, topic, {0: str(uuid.uuid4())})
         readback = ReadBack(store, settings, settings.bootstrap, lambda _f: None)
+        readback.mark(0, now=99.0)  # the gate closed
         readback.begin(0, now=100.0)
         assert await readback.sweep() == 0
         assert readback.active(now=100.0 + 29)
         assert not readback.active(now=100.0 + 31)
-        # A later window begins afresh: what the last one read back is not read again.
+        # A later window begins afresh: what came before the gate closed is not read back.
         _acknowledged(store.path, topic, {1: str(uuid.uuid4())})
-        readback.begin(0, now=200.0)
+        readback.mark(0, now=200.0)
+        readback.begin(0, now=201.0)
         assert await readback.sweep() == 0
     finally:
         store.close()
