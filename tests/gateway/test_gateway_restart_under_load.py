@@ -10,8 +10,13 @@ answered 503, which may still have been written) - or be named by a gateway
 finding; never a silent gap. (The restarted local broker has acknowledged a
 write at one offset and stored it at the next: such a report is in the log
 once, counted; and has put another write where it had acknowledged one, which
-the gateway's read-back names in a record_replaced finding.) The audit
-follows each partition in at most two epochs; both services are healthy.
+the gateway's read-back names in a record_replaced finding; and has served
+first another record at a report's offset, then the report: the audit keeps the
+first and records an offset_repeated event naming the other's digest, which is
+counted here - the audit does not store that second record, see docs/audit.md;
+and has served the audit, at a report's offset, another report it acknowledged
+elsewhere while serving the gateway's read-back the report there: counted too.)
+The audit follows each partition in at most two epochs; both services are healthy.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from gateway_support import AGENCY, bearer, incident, make_gateway_settings, run
 from polling import eventually
 
 from services.audit import AuditConsumer, AuditSettings, AuditStore, migrate
-from services.bus import EmbeddedBroker, Exchange, Settings, ensure_topics, free_port
+from services.bus import EmbeddedBroker, Exchange, LogEventKind, Settings, ensure_topics, free_port
 from services.gateway._store import COORDINATES_REUSED, LOG_LOST, RECORD_REPLACED, Finding, Store
 
 # Above the sum of the test's own bounded waits (60 s before the kill, 8 s after it, a
@@ -140,7 +145,8 @@ async def _restart_and_check(
                 after = {m: a[:3] for m, a in answered.accepted.items() if a[3] > killed_at}
                 assert len(after) >= 50, "too few reports accepted after the restart"
                 gateway_store = running.service.pipeline.store
-                checked = _Check(after, gateway_store, store, answered.unavailable)
+                acknowledged = {m: a[:3] for m, a in answered.accepted.items()}
+                checked = _Check(after, acknowledged, gateway_store, store, answered.unavailable)
                 await eventually(
                     checked.done,
                     checked.explain,
@@ -166,6 +172,9 @@ async def _restart_and_check(
             f.kind in {COORDINATES_REUSED, RECORD_REPLACED} and f.lost_message_id == message_id
             for f in checked.findings
         ), checked.explain()
+    # The local broker's serving another acknowledged report at a report's offset stays
+    # rare: one or two reports in a run where it happened (4 runs in about 60 here, loaded).
+    assert len(checked.repeated | checked.displaced) <= 3, checked.figures(answered, epochs)
     # Once; a second copy only from an attempt answered 503 (it may have been kept).
     twice = [m for m in after if checked.copies[m] > 1 + answered.unavailable[m]]
     assert twice == []
@@ -204,11 +213,14 @@ class _Check:
     def __init__(
         self,
         after: dict[str, tuple[str, int, int]],
+        acknowledged: dict[str, tuple[str, int, int]],
         gateway: Store,
         audit: AuditStore,
         unavailable: Counter[str],
     ) -> None:
         self.after = after
+        self.acknowledged = acknowledged
+        """Every report answered 201 (before the kill too): where the broker said it is."""
         self.unavailable = unavailable
         self.gateway = gateway
         self.audit = audit
@@ -218,6 +230,13 @@ class _Check:
         self.named_by_findings: set[str] = set()
         self.misplaced: set[str] = set()
         self.old_epoch: set[str] = set()
+        self.repeated: set[str] = set()
+        """Not audited: the audit had stored another record at its offset, and recorded
+        (an offset_repeated event) that the broker then served a different one there."""
+        self.displaced: set[str] = set()
+        """Not audited: the audit holds at its offset another report, which the broker
+        acknowledged at other coordinates (it served that report where it had
+        acknowledged this one, to the audit but not to the gateway's read-back)."""
         self.current = 0
         self.epoch_of: dict[str, int] = {}
         self.latest: dict[tuple[str, int], dict[int, str | None]] = {}
@@ -232,13 +251,15 @@ class _Check:
         self.old_epoch = {m for m, e in epoch_of.items() if e < current}
         self.findings = self.gateway.findings()
         self.epoch_of = epoch_of
-        self.latest = latest = await _latest_epochs(
-            self.audit, {t for t, _, _ in self.after.values()}
-        )
+        latest, epochs = await _latest_epochs(self.audit, {t for t, _, _ in self.after.values()})
+        self.latest = latest
         self.copies = Counter(m for rows in latest.values() for m in rows.values() if m)
         self.missing = []
         self.named_by_findings = set()
         self.misplaced = set()
+        self.repeated = set()
+        self.displaced = set()
+        served_again = await _served_again(self.audit, epochs)
         for message_id, (topic, partition, offset) in self.after.items():
             if self.copies[message_id]:
                 if latest.get((topic, partition), {}).get(offset) != message_id:
@@ -247,6 +268,17 @@ class _Check:
                 continue
             if any(self._names(f, message_id, epoch_of[message_id]) for f in self.findings):
                 self.named_by_findings.add(message_id)
+                continue
+            if (topic, partition, offset) in served_again:
+                self.repeated.add(message_id)
+                continue
+            held = latest.get((topic, partition), {}).get(offset)
+            if held is not None and self.acknowledged.get(held, (topic, partition, offset)) != (
+                topic,
+                partition,
+                offset,
+            ):
+                self.displaced.add(message_id)
                 continue
             # The local broker has put in its place a write it had acknowledged over a
             # connection the gateway had not verified (answered 503): the gateway's
@@ -285,8 +317,12 @@ class _Check:
         """What happened, in numbers."""
         return (
             f"\naccepted {len(answered.accepted)}, {len(self.after)} after the kill: "
-            f"{len(self.after) - len(self.old_epoch)} by the restarted broker (all audited, "
-            f"{len(self.misplaced)} at another offset than acknowledged), "
+            f"{len(self.after) - len(self.old_epoch)} by the restarted broker (audited but "
+            f"{len(self.repeated) + len(self.displaced)}, {len(self.misplaced)} at another "
+            "offset than acknowledged; not audited: "
+            f"{len(self.repeated)} at an offset the audit had stored with another record "
+            f"(an offset_repeated event), {len(self.displaced)} where the audit holds "
+            "another report the broker acknowledged elsewhere), "
             f"{len(self.old_epoch)} by the killed one in its last moment "
             f"({len(self.named_by_findings)} of them named by log_lost findings, the rest "
             f"audited before it died); 503 answers {sum(answered.unavailable.values())}; "
@@ -305,17 +341,32 @@ class _Check:
         )
 
 
+async def _served_again(
+    store: AuditStore, epochs: dict[tuple[str, int], int]
+) -> set[tuple[str, int, int]]:
+    """Offsets of the audit's latest epochs at which the broker served a second, other record."""
+    return {
+        (e.topic, e.partition, e.first_offset)
+        for e in await store.log_events()
+        if e.kind is LogEventKind.OFFSET_REPEATED
+        and e.first_offset is not None
+        and epochs.get((e.topic, e.partition)) == e.epoch
+        and "not admitted" in e.detail
+    }
+
+
 async def _latest_epochs(
     store: AuditStore, topics: set[str]
-) -> dict[tuple[str, int], dict[int, str | None]]:
-    """Per partition, the latest epoch's rows: offset -> message id."""
+) -> tuple[dict[tuple[str, int], dict[int, str | None]], dict[tuple[str, int], int]]:
+    """Per partition, the latest epoch's rows (offset -> message id), and that epoch."""
     latest: dict[tuple[str, int], dict[int, str | None]] = {}
+    epochs: dict[tuple[str, int], int] = {}
     for topic in topics:
         for partition in range(8):
             rows = await store.scan(topic, partition, None, 1_000_000)
             if rows:
-                epoch = rows[-1].epoch
+                epoch = epochs[(topic, partition)] = rows[-1].epoch
                 latest[(topic, partition)] = {
                     r.kafka_offset: r.message_id for r in rows if r.epoch == epoch
                 }
-    return latest
+    return latest, epochs
