@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -47,23 +50,47 @@ def _acknowledged(path: Path, topic: str, acks: dict[int, str], epoch: int = 0) 
         )
 
 
-async def test_a_report_replaced_in_the_log_is_a_finding_and_one_moved_is_told_apart(
-    settings: Settings, topic_prefix: str, tmp_path: Path
-) -> None:
+@dataclass
+class Reading:
+    """A real log of ``served`` reports on partition 0 of ``topic``, and a read-back of it."""
+
+    topic: str
+    served: list[str]
+    store: Store
+    readback: ReadBack
+    found: list[Finding] = field(default_factory=list)
+
+    def acknowledged(self, acks: dict[int, str], epoch: int = 0) -> None:
+        _acknowledged(self.store.path, self.topic, acks, epoch)
+
+
+@asynccontextmanager
+async def _reading_back(
+    settings: Settings, topic_prefix: str, tmp_path: Path, served: int
+) -> AsyncIterator[Reading]:
     topic = f"{topic_prefix}.LV-VRS.incidents"
-    served = [str(uuid.uuid4()) for _ in range(5)]
-    await _log_of(settings, topic, served)
-    lost = str(uuid.uuid4())
+    ids = [str(uuid.uuid4()) for _ in range(served)]
+    await _log_of(settings, topic, ids)
     store = Store.open(tmp_path / "gateway.db")
     found: list[Finding] = []
     try:
         store.remember_topics({topic: 1})
-        readback = ReadBack(store, settings, settings.bootstrap, found.append)
+        yield Reading(
+            topic, ids, store, ReadBack(store, settings, settings.bootstrap, found.append), found
+        )
+    finally:
+        store.close()
+
+
+async def test_a_report_replaced_in_the_log_is_a_finding_and_one_moved_is_told_apart(
+    settings: Settings, topic_prefix: str, tmp_path: Path
+) -> None:
+    lost = str(uuid.uuid4())
+    async with _reading_back(settings, topic_prefix, tmp_path, 5) as reading:
+        served, readback = reading.served, reading.readback
         readback.mark(0, now=0.0)  # the gate closed
         readback.begin(0, now=1.0)  # and opened again before these acknowledgements
-        _acknowledged(
-            store.path,
-            topic,
+        reading.acknowledged(
             {
                 0: served[0],
                 1: served[1],
@@ -76,15 +103,13 @@ async def test_a_report_replaced_in_the_log_is_a_finding_and_one_moved_is_told_a
         assert readback.active(now=1.0)
         assert await readback.sweep() == 2
         assert await readback.sweep() == 0  # each said once
-        kept = store.findings()
-    finally:
-        store.close()
-    by_kind = {f.kind: f for f in found}
+        kept = reading.store.findings()
+    by_kind = {f.kind: f for f in reading.found}
     assert set(by_kind) == {RECORD_REPLACED, RECORD_MOVED}
     replaced = by_kind[RECORD_REPLACED]
     assert (replaced.lost_message_id, replaced.by_message_id) == (lost, served[2])
     assert (replaced.delivery.topic, replaced.delivery.partition, replaced.delivery.offset) == (
-        topic,
+        reading.topic,
         0,
         2,
     )
@@ -93,7 +118,7 @@ async def test_a_report_replaced_in_the_log_is_a_finding_and_one_moved_is_told_a
     assert (moved.lost_message_id, moved.delivery.offset) == (served[2], 4)
     assert "offset 2" in moved.detail
     assert [(f.kind, f.lost_message_id) for f in kept] == [
-        (f.kind, f.lost_message_id) for f in found
+        (f.kind, f.lost_message_id) for f in reading.found
     ]
 
 
@@ -103,24 +128,16 @@ async def test_a_gate_opened_again_within_the_window_reads_back_from_where_the_w
     # The restart-under-load test failed so: a report acknowledged while the gate was
     # first open after the restart, replaced in the log after the gate closed and opened
     # again; the second opening read back only from the offset after it.
-    topic = f"{topic_prefix}.LV-VRS.incidents"
-    served = [str(uuid.uuid4()) for _ in range(3)]
-    await _log_of(settings, topic, served)
     lost = str(uuid.uuid4())
-    store = Store.open(tmp_path / "gateway.db")
-    found: list[Finding] = []
-    try:
-        store.remember_topics({topic: 1})
-        readback = ReadBack(store, settings, settings.bootstrap, found.append)
+    async with _reading_back(settings, topic_prefix, tmp_path, 3) as reading:
+        readback = reading.readback
         readback.mark(0, now=0.0)  # nothing acknowledged in this epoch yet
         readback.begin(0, now=1.0)
-        _acknowledged(store.path, topic, {0: served[0], 1: lost})
+        reading.acknowledged({0: reading.served[0], 1: lost})
         readback.mark(0, now=5.0)  # a delivery failed: the gate closed
         readback.begin(0, now=6.0)  # and opened again
         assert await readback.sweep() == 1
-    finally:
-        store.close()
-    assert [(f.kind, f.lost_message_id, f.delivery.offset) for f in found] == [
+    assert [(f.kind, f.lost_message_id, f.delivery.offset) for f in reading.found] == [
         (RECORD_REPLACED, lost, 1)
     ]
 
@@ -131,23 +148,14 @@ async def test_in_a_new_broker_epoch_everything_acknowledged_in_it_is_read_back(
     # The log was replaced while the gate was closed: what the new log acknowledged
     # before the gate opened (answered 503, or vouched for and then closed again) is
     # read back too; it once started after those offsets and missed a replaced report.
-    topic = f"{topic_prefix}.LV-VRS.incidents"
-    served = [str(uuid.uuid4()) for _ in range(3)]
-    await _log_of(settings, topic, served)
     lost = str(uuid.uuid4())
-    store = Store.open(tmp_path / "gateway.db")
-    found: list[Finding] = []
-    try:
-        store.remember_topics({topic: 1})
-        _acknowledged(store.path, topic, {40: str(uuid.uuid4())})  # epoch 0, the old log
-        readback = ReadBack(store, settings, settings.bootstrap, found.append)
-        readback.mark(0, now=0.0)  # the broker went away
-        _acknowledged(store.path, topic, {0: served[0], 1: lost}, epoch=1)
-        readback.begin(1, now=1.0)  # verified again: a new epoch
-        assert await readback.sweep() == 1
-    finally:
-        store.close()
-    assert [(f.kind, f.lost_message_id, f.broker_epoch) for f in found] == [
+    async with _reading_back(settings, topic_prefix, tmp_path, 3) as reading:
+        reading.acknowledged({40: str(uuid.uuid4())})  # epoch 0, the old log
+        reading.readback.mark(0, now=0.0)  # the broker went away
+        reading.acknowledged({0: reading.served[0], 1: lost}, epoch=1)
+        reading.readback.begin(1, now=1.0)  # verified again: a new epoch
+        assert await reading.readback.sweep() == 1
+    assert [(f.kind, f.lost_message_id, f.broker_epoch) for f in reading.found] == [
         (RECORD_REPLACED, lost, 1)
     ]
 
@@ -155,23 +163,17 @@ async def test_in_a_new_broker_epoch_everything_acknowledged_in_it_is_read_back(
 async def test_the_read_back_ends_with_its_window_and_skips_what_was_acknowledged_before(
     settings: Settings, topic_prefix: str, tmp_path: Path
 ) -> None:
-    topic = f"{topic_prefix}.LV-VRS.incidents"
-    await _log_of(settings, topic, [str(uuid.uuid4()) for _ in range(3)])
-    store = Store.open(tmp_path / "gateway.db")
-    try:
-        store.remember_topics({topic: 1})
+    async with _reading_back(settings, topic_prefix, tmp_path, 3) as reading:
+        readback = reading.readback
         # Acknowledged before the gate opened again: not the read-back's to judge.
-        _acknowledged(store.path, topic, {0: str(uuid.uuid4())})
-        readback = ReadBack(store, settings, settings.bootstrap, lambda _f: None)
+        reading.acknowledged({0: str(uuid.uuid4())})
         readback.mark(0, now=99.0)  # the gate closed
         readback.begin(0, now=100.0)
         assert await readback.sweep() == 0
         assert readback.active(now=100.0 + 29)
         assert not readback.active(now=100.0 + 31)
         # A later window begins afresh: what came before the gate closed is not read back.
-        _acknowledged(store.path, topic, {1: str(uuid.uuid4())})
+        reading.acknowledged({1: str(uuid.uuid4())})
         readback.mark(0, now=200.0)
         readback.begin(0, now=201.0)
         assert await readback.sweep() == 0
-    finally:
-        store.close()
