@@ -173,7 +173,7 @@ async def _restart_and_check(
             for f in checked.findings
         ), checked.explain()
     # The local broker's serving another acknowledged report at a report's offset stays
-    # rare: one or two reports in a run where it happened (4 runs in about 60 here, loaded).
+    # rare: one or two reports in a run where it happened (2 runs in about 65 here, loaded).
     assert len(checked.repeated | checked.displaced) <= 3, checked.figures(answered, epochs)
     # Once; a second copy only from an attempt answered 503 (it may have been kept).
     twice = [m for m in after if checked.copies[m] > 1 + answered.unavailable[m]]
