@@ -19,6 +19,7 @@ agency, then creates the same session; everything downstream stays.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import re
 import secrets
@@ -49,7 +50,17 @@ _HEADER = (
     "# when `oix liaison officer add` makes it; remove an officer by deleting the entry.\n"
 )
 _HASHER = PasswordHasher()
-_DUMMY_HASH = _HASHER.hash("no such officer")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """What an unknown officer's password is checked against (so it costs the same).
+
+    Made once, when the first registry opens: an argon2 hash takes about 130 ms of
+    CPU on purpose, which every ``oix`` command and worker process importing this
+    module paid when it was made at import.
+    """
+    return _HASHER.hash("no such officer")
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +149,7 @@ class OfficerRegistry:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._dummy = _dummy_hash()  # now, not at the first unknown name's login
         self._stamp: tuple[int, int] | None = None
         self._officers: dict[tuple[str, str], Officer] = {}
         self._reload()
@@ -170,7 +182,7 @@ class OfficerRegistry:
                 "officers file unreadable; keeping the officers read before", error=str(exc)
             )
         officer = self._officers.get((agency, name))
-        digest = officer.argon2 if officer is not None else _DUMMY_HASH
+        digest = officer.argon2 if officer is not None else self._dummy
         try:
             await asyncio.to_thread(_HASHER.verify, digest, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):

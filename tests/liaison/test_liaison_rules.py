@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime
+from pathlib import Path
 
 import orjson
 import pytest
@@ -13,6 +14,7 @@ from cryptography.hazmat.primitives.hmac import HMAC
 from services.bus import ConfigError, Settings, TopicNaming, load_agreement
 from services.host import PUBLISHING, Offers, PublishingPath
 from services.liaison import due_at, release_problem, signature, webhook_refusal
+from services.liaison._auth import OfficerRegistry, add_officer
 from services.liaison._feed import since_time
 from services.liaison._handling import is_late
 from services.liaison._models import EventSummary, ReportSummary
@@ -228,3 +230,15 @@ def test_the_live_streams_plain_report_is_the_apis_model_to_the_byte(changed: di
     plain = report_fields(row)
     assert orjson.dumps(plain) == orjson.dumps(report_summary(row).model_dump())
     assert set(plain) == set(ReportSummary.model_fields)
+
+
+async def test_an_officer_signs_in_only_with_their_agency_name_and_password(tmp_path: Path) -> None:
+    path = tmp_path / "officers.yaml"
+    add_officer(path, "LV-VRS", "ana", "correct horse battery")
+    registry = OfficerRegistry(path)
+    assert await registry.verify("LV-VRS", "ana", "correct horse battery")
+    assert not await registry.verify("LV-VRS", "ana", "wrong horse battery")
+    # An unknown name is checked against a dummy hash (the same cost), and refused.
+    assert not await registry.verify("LV-VRS", "nobody", "correct horse battery")
+    assert not await registry.verify("LV-VRS", "nobody", "no such officer")  # the dummy's own
+    assert not await registry.verify("LT-VSAT", "ana", "correct horse battery")
