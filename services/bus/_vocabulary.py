@@ -5,6 +5,7 @@ Each enum mirrors the ``.avsc`` enum of the same name; a test keeps them equal.
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import Annotated
 
@@ -247,12 +248,22 @@ class IncidentStatus(StrEnum):
 
 AGENCY_CODE_PATTERN = r"^[A-Z]{2}-[A-Z0-9]{2,12}$"
 UNKNOWN_NATIONALITY = "XX"
-_COUNTRIES = frozenset(c.alpha_2 for c in pycountry.countries)
-_LANGUAGES = frozenset(lang.alpha_2 for lang in pycountry.languages if hasattr(lang, "alpha_2"))
+
+
+# Loaded at the first check, not at import: pycountry reads its databases then (about
+# 50 ms of CPU), which every process importing the bus paid, validating or not.
+@functools.cache
+def _countries() -> frozenset[str]:
+    return frozenset(c.alpha_2 for c in pycountry.countries)
+
+
+@functools.cache
+def _languages() -> frozenset[str]:
+    return frozenset(lang.alpha_2 for lang in pycountry.languages if hasattr(lang, "alpha_2"))
 
 
 def _country(code: str) -> str:
-    if code not in _COUNTRIES:
+    if code not in _countries():
         raise ValueError(f"{code!r} is not an ISO 3166-1 alpha-2 country code")
     return code
 
@@ -262,7 +273,7 @@ def _nationality(code: str) -> str:
 
 
 def _language(code: str) -> str:
-    if code not in _LANGUAGES:
+    if code not in _languages():
         raise ValueError(f"{code!r} is not an ISO 639-1 language code")
     return code
 
