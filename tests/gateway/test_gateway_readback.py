@@ -40,16 +40,6 @@ async def _log_of(settings: Settings, topic: str, ids: list[str]) -> None:
         await producer.stop()
 
 
-def _acknowledged(path: Path, topic: str, acks: dict[int, str], epoch: int = 0) -> None:
-    """What the broker answered the gateway: these offsets for these reports."""
-    with sqlite3.connect(path) as db:
-        db.executemany(
-            'INSERT INTO coordinates (broker_epoch, topic, partition, "offset", message_id) '
-            "VALUES (?, ?, 0, ?, ?)",
-            [(epoch, topic, offset, message_id) for offset, message_id in acks.items()],
-        )
-
-
 @dataclass
 class Reading:
     """A real log of ``served`` reports on partition 0 of ``topic``, and a read-back of it."""
@@ -61,7 +51,13 @@ class Reading:
     found: list[Finding] = field(default_factory=list)
 
     def acknowledged(self, acks: dict[int, str], epoch: int = 0) -> None:
-        _acknowledged(self.store.path, self.topic, acks, epoch)
+        """What the broker answered the gateway: these offsets for these reports."""
+        with sqlite3.connect(self.store.path) as db:
+            db.executemany(
+                'INSERT INTO coordinates (broker_epoch, topic, partition, "offset", message_id) '
+                "VALUES (?, ?, 0, ?, ?)",
+                [(epoch, self.topic, offset, message_id) for offset, message_id in acks.items()],
+            )
 
 
 @asynccontextmanager
