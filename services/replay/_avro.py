@@ -24,13 +24,13 @@ import importlib
 import io
 import json
 import os
-import zlib
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import IO, Any, TypeVar
 
 from fastavro import parse_schema, schemaless_writer
+from isal import isal_zlib
 
 from services.bus import (
     H_MESSAGE_ID,
@@ -51,8 +51,9 @@ BLOCK_BYTES = 256 * 1024
 BLOCKS_AHEAD = 2
 """Blocks waiting for the writing thread at most."""
 DEFLATE_LEVEL = 1
-"""zlib's fastest level: on replayed IncidentReports 163 bytes a record against 157 at the
-default level 6, for 4.5 µs of CPU a record instead of 9-11 (measured)."""
+"""ISA-L's level 1 (python-isal, standard raw deflate any inflater reads): on replayed
+IncidentReports 0.162 of the bytes in 0.9 µs of CPU a record, where zlib's level 1 gave
+0.170 in 6.0 µs and its default level 6 0.164 in 14 (measured on 256 KB blocks)."""
 ZSTD_LEVEL = 3
 _CACHED_TEXTS = 4096
 _SMALL = [bytes([(n << 1) if n >= 0 else ((-n << 1) - 1)]) for n in range(-64, 64)]
@@ -407,7 +408,7 @@ def compressor(codec: str) -> Callable[[bytes], bytes]:
 
         def deflate(data: bytes) -> bytes:
             # Raw deflate (RFC 1951), no zlib header: as the specification says.
-            packer = zlib.compressobj(DEFLATE_LEVEL, zlib.DEFLATED, -15)
+            packer = isal_zlib.compressobj(DEFLATE_LEVEL, isal_zlib.DEFLATED, -15)
             return packer.compress(data) + packer.flush()
 
         return deflate
