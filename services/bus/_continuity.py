@@ -52,6 +52,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Protocol
 
 from aiokafka import TopicPartition
@@ -355,6 +356,36 @@ class Continuity:
             self._repeated(offset, digest, now_ms)
             return False
         return self._jump(expected, offset, digest, now_ms, "the broker served a later offset next")
+
+    def admit_run(
+        self, first: int, count: int, digest_at: Callable[[int], Digest], now_ms: int
+    ) -> bool:
+        """Admit offsets ``first`` … ``first + count - 1`` at once, if :meth:`admit` would.
+
+        Only where :meth:`admit` one record at a time would keep every one
+        with nothing else to do: a record of this slice was admitted already
+        and ``first`` is the next offset. The caller guarantees the run is
+        consecutive. ``digest_at(i)``: the run's ``i``-th record's digest, asked
+        for the last :data:`RECENT` only. False, having changed nothing, otherwise
+        (offer the records one by one).
+        """
+        if (
+            count <= 0
+            or self._next != first
+            or self.pending_seek is not None
+            or self.mode in (Mode.AHEAD, Mode.PROBING)
+        ):
+            return False
+        self._clock_ms = now_ms
+        recent = self._recent
+        for index in range(max(0, count - RECENT), count):
+            recent[first + index] = digest_at(index)
+        while len(recent) > RECENT:
+            recent.popitem(last=False)
+        last = first + count - 1
+        self._next = last + 1
+        self._last = (last, recent[last])
+        return True
 
     def end_slice(self) -> None:
         """The records of one fetch for this partition have all been offered."""
@@ -711,6 +742,45 @@ class Continuity:
         self._recent.clear()
         self._suspect = None
         self._start_fresh()
+
+
+def _shifted(digest_at: Callable[[int], Digest], by: int, index: int) -> Digest:
+    return digest_at(by + index)
+
+
+def admit_slice(
+    state: Continuity, offsets: Sequence[int], digest_at: Callable[[int], Digest], now_ms: int
+) -> list[int]:
+    """Offer one fetch's records of ``state``'s partition in order, then end the slice.
+
+    ``offsets``: the records' offsets; ``digest_at(i)``: the ``i``-th record's
+    digest. Returns the indexes of the records kept. Records are offered one by
+    one until one is kept; when the rest follows it consecutively (the usual
+    case) it is admitted at once (:meth:`Continuity.admit_run`), ~2 µs a record
+    less than offering each.
+    """
+    kept: list[int] = []
+    tried = False
+    for index, offset in enumerate(offsets):
+        if state.admit(offset, digest_at(index), now_ms):
+            kept.append(index)
+            if tried:
+                continue
+            tried = True
+            after = index + 1
+            count = len(offsets) - after
+            if (
+                count > 0
+                and offsets[-1] == offset + count
+                and offsets[after:] == list(range(offset + 1, offset + 1 + count))
+                and state.admit_run(offset + 1, count, partial(_shifted, digest_at, after), now_ms)
+            ):
+                kept.extend(range(after, len(offsets)))
+                break
+        elif state.pending_seek is not None:
+            break
+    state.end_slice()
+    return kept
 
 
 class KafkaRecord(Protocol):

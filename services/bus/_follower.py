@@ -54,6 +54,7 @@ from services.bus._continuity import (
     PartitionHistory,
     Position,
     Slice,
+    admit_slice,
 )
 from services.bus._errors import BrokerError
 from services.bus._kafka import consumer, start_consumer
@@ -422,14 +423,11 @@ class Follower:
         end = self._ends.get(tp)
         if end is not None:
             records = [r for r in records if r.offset < end]
-        admitted = []
         digest = self._digest
-        for record in records:
-            if state.admit(record.offset, partial(digest, record), now):
-                admitted.append(record)
-            elif state.pending_seek is not None:
-                break
-        state.end_slice()
+        kept = admit_slice(
+            state, [r.offset for r in records], lambda i: partial(digest, records[i]), now
+        )
+        admitted = [records[i] for i in kept]
         events = state.take_events()
         if not admitted and not events:
             return None

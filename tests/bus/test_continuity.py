@@ -11,12 +11,14 @@ twice in an epoch and enters no epoch twice for one anomaly.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import pytest
+
 from services.bus import Continuity, LogEventKind, PartitionHistory, Position
-from services.bus._continuity import Mode, Seek
+from services.bus._continuity import RECENT, Mode, Seek, admit_slice
 
 T = 1_000_000  # wall clock, ms
 
@@ -45,16 +47,27 @@ def tracker(position: Position, confirm_ms: int = 1000) -> Continuity:
     return made
 
 
+def digests(records: Sequence[tuple[int, str]]) -> Callable[[int], Callable[[], bytes]]:
+    """The digest of each of ``records`` by index, as :func:`admit_slice` asks for them."""
+    return lambda i: facts(records[i][1])
+
+
 def offer(t: Continuity, *records: tuple[int, str], now: int = T) -> list[int]:
     """Offer one slice as the follower does; returns the offsets admitted."""
-    admitted = []
-    for offset, tag in records:
+    kept = admit_slice(t, [o for o, _ in records], digests(records), now)
+    return [records[i][0] for i in kept]
+
+
+def offer_one_by_one(t: Continuity, records: list[tuple[int, str]], now: int) -> list[int]:
+    """Offer one slice record by record (what :func:`admit_slice` must agree with)."""
+    kept = []
+    for index, (offset, tag) in enumerate(records):
         if t.admit(offset, facts(tag), now):
-            admitted.append(offset)
+            kept.append(index)
         elif t.pending_seek is not None:
             break
     t.end_slice()
-    return admitted
+    return kept
 
 
 # -- one slice at a time (the audit tracker's tests, moved) ------------------------------------
@@ -272,8 +285,13 @@ def follow(
     start: Position,
     rounds: int = 200,
     grow: Callable[[int], None] | None = None,
+    *,
+    one_by_one: bool = False,
 ) -> tuple[Continuity, Followed]:
-    """Drive a continuity over ``served`` for ``rounds`` fetches, as the follower does."""
+    """Drive a continuity over ``served`` for ``rounds`` fetches, as the follower does.
+
+    ``one_by_one``: offer every record alone, never a consecutive run at once.
+    """
     state = fresh(start, confirm_ms=0)
     done = Followed()
     position: int | None = None
@@ -285,12 +303,11 @@ def follow(
             position = state.pending_seek.offset
             state.seeked(now)
         records = served.fetch(position)
-        for offset, tag in records:
-            if state.admit(offset, facts(tag), now):
-                done.admitted.append((state.epoch, offset, tag))
-            elif state.pending_seek is not None:
-                break
-        state.end_slice()
+        if one_by_one:
+            kept = offer_one_by_one(state, records, now)
+        else:
+            kept = admit_slice(state, [o for o, _ in records], digests(records), now)
+        done.admitted.extend((state.epoch, *records[i]) for i in kept)
         if records:
             position = records[-1][0] + 1
         state.observe_highwater(served.highwater, now, now)
@@ -568,3 +585,62 @@ def test_a_replaced_log_exactly_as_long_as_the_stored_one_is_settled_by_its_end(
     assert (replaced.pending_seek, replaced.epoch) == (Seek(None), 1)
     replaced.seeked(T + 2)
     assert offer(replaced, (0, "o"), (1, "other")) == [0, 1]
+
+
+# -- a consecutive run admitted at once --------------------------------------------------------
+
+
+def test_a_run_is_admitted_at_once_only_right_after_a_kept_record() -> None:
+    state = tracker(Position.start())
+    assert not state.admit_run(0, 3, lambda i: facts(f"x{i}"), T)  # nothing kept yet
+    assert state.admit(0, facts("a"), T)
+    assert not state.admit_run(2, 3, lambda i: facts(f"x{i}"), T)  # not the next offset
+    assert state.admit_run(1, 3, lambda i: facts(f"r{1 + i}"), T)
+    state.end_slice()
+    assert state.position == Position.after(3, b"r3")
+
+
+def test_a_run_keeps_the_recent_digests_a_repeated_offset_is_described_with() -> None:
+    count = RECENT + 100
+    records = [(offset, f"r{offset}") for offset in range(count)]
+    state = tracker(Position.start())
+    assert offer(state, *records) == list(range(count))
+    assert state.position == Position.after(count - 1, f"r{count - 1}".encode())
+    state.seeked(T)
+    # The next fetch: the anchor, then the offset before it again with other content.
+    again = [(count - 1, f"r{count - 1}"), (count - 2, "changed"), (count, "new")]
+    assert offer(state, *again) == [count]
+    (repeat,) = state.take_events()
+    assert repeat.kind is LogEventKind.OFFSET_REPEATED
+    assert f"r{count - 2}".encode().hex() in repeat.detail
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_runs_at_once_decide_exactly_as_one_record_at_a_time(seed: int) -> None:
+    # Logs that repeat, skip, go backwards and get replaced, served in pages of many
+    # sizes: admitting consecutive runs at once must keep, note and begin the same.
+    chance = random.Random(seed)
+    entries: list[tuple[int, str]] = []
+    offset = 0
+    while len(entries) < 60:
+        entries.append((offset, f"t{offset}"))
+        roll = chance.random()
+        if roll < 0.05:
+            entries.append((offset, f"other{offset}"))  # the same offset twice
+        elif roll < 0.08:
+            offset += 2  # a skipped offset
+            continue
+        elif roll < 0.10 and offset > 3:
+            offset -= 3  # backwards
+            continue
+        offset += 1
+    page = chance.choice([1, 2, 5, 17, 100])
+    start = chance.choice([Position.start(), stored_up_to(chance.randrange(40), "t?")])
+    skips = {o for o, _ in entries if chance.random() < 0.05}
+    results = []
+    for one_by_one in (True, False):
+        served = ServedLog(list(entries), page=page, skip_once=set(skips))
+        state, done = follow(served, start, rounds=150, one_by_one=one_by_one)
+        events = [(e.kind, e.epoch, e.first_offset, e.last_offset, e.detail) for e in done.events]
+        results.append((done.admitted, events, state.position, state.epoch))
+    assert results[0] == results[1]
