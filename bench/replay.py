@@ -47,6 +47,7 @@ from services.bus import (
     KafkaRecord,
     Settings,
     configure_logging,
+    frozen_heap,
 )
 from services.replay import (
     Format,
@@ -191,93 +192,105 @@ async def main() -> None:
         topic = exchange.naming.feed("LT-VSAT", "incidents")
         await produce(settings, topic, sealed)
         console.print(f"backlog of {BACKLOG} records ({len(sealed[0].value)} B values) produced")
-        cpu = cpu_seconds()
-        read_rate = await raw_consume(broker.bootstrap, topic, BACKLOG)
-        read = Row("raw read", read_rate, (cpu_seconds() - cpu) / BACKLOG * 1e6)
-        verify_rate, verify_cpu = raw_verify(exchange, sealed)
-        verify = Row("raw verify", verify_rate, verify_cpu)
-        selection = Selection(topics=(topic,))
-        bootstrap = broker.bootstrap
-        workers = default_processes()
+        # The backlog held for the floors is not the replay's to collect: frozen, as `oix replay`
+        # freezes its setup.
+        with frozen_heap():
+            cpu = cpu_seconds()
+            read_rate = await raw_consume(broker.bootstrap, topic, BACKLOG)
+            read = Row("raw read", read_rate, (cpu_seconds() - cpu) / BACKLOG * 1e6)
+            verify_rate, verify_cpu = raw_verify(exchange, sealed)
+            verify = Row("raw verify", verify_rate, verify_cpu)
+            selection = Selection(topics=(topic,))
+            bootstrap = broker.bootstrap
+            workers = default_processes()
 
-        def kafka(**how: Any) -> Callable[[], AsyncGenerator[Replayed]]:
-            return lambda: read_kafka(settings, bootstrap, exchange, selection, **how)
+            def kafka(**how: Any) -> Callable[[], AsyncGenerator[Replayed]]:
+                return lambda: read_kafka(settings, bootstrap, exchange, selection, **how)
 
-        # (label, reader, output, floor, target); targets (issue 12) on the Avro rows.
-        def kafka_raw() -> AsyncGenerator[list[KafkaRecord]]:
-            return read_kafka_raw(settings, bootstrap, exchange, selection)
+            # (label, reader, output, floor, target); targets (issue 12) on the Avro rows.
+            def kafka_raw() -> AsyncGenerator[list[KafkaRecord]]:
+                return read_kafka_raw(settings, bootstrap, exchange, selection)
 
-        # --raw from Kafka: whole fetches to the writer, no Replayed per record (as the CLI).
-        for label, kind, target in (
-            (f"Kafka -> avro, {RAW}", Format.AVRO, 0.5),
-            (f"Kafka -> jsonl, {RAW}", Format.JSONL, None),
-        ):
-            path = workdir / f"k.{kind}"
-            rate, cpu_us = await export(kafka_raw, kind, path, exchange, BACKLOG)
-            rows.append(Row(label, rate, cpu_us, read.label, read.rate, target))
-
-        paths: list[tuple[str, Callable[[], AsyncGenerator[Replayed]], Format, Row, float | None]]
-        paths = [
-            (
-                f"Kafka -> avro, {DECODED}, {workers} workers",
-                kafka(checks=False, processes=workers, reports=False),
-                Format.AVRO,
-                read,
-                0.5,
-            ),
-            (
-                f"Kafka -> avro, {DECODED}, in-process",
-                kafka(checks=False),
-                Format.AVRO,
-                read,
-                0.5,
-            ),
-            (
-                f"Kafka -> jsonl, {DECODED}, {workers} workers",
-                kafka(checks=False, processes=workers),
-                Format.JSONL,
-                read,
-                None,
-            ),
-            (
-                f"Kafka -> avro, {CHECKED}, {workers} workers",
-                kafka(processes=workers, reports=False),
-                Format.AVRO,
-                verify,
-                0.7,
-            ),
-            (
-                f"Kafka -> jsonl, {CHECKED}, {workers} workers",
-                kafka(processes=workers),
-                Format.JSONL,
-                verify,
-                None,
-            ),
-            (f"Kafka -> avro, {CHECKED}, in-process", kafka(), Format.AVRO, verify, 0.7),
-        ]
-        for label, records, kind, floor, target in paths:
-            rate, cpu_us = await export(records, kind, workdir / f"k.{kind}", exchange, BACKLOG)
-            rows.append(Row(label, rate, cpu_us, floor.label, floor.rate, target))
-
-        url = f"sqlite+aiosqlite:///{workdir / 'audit.db'}"
-        await fill_store(settings, exchange, url, BACKLOG)
-        scan = await RecordScan.open(url)
-        try:
-
-            def store(**how: Any) -> Callable[[], AsyncGenerator[Replayed]]:
-                return lambda: read_store(scan, exchange, selection, **how)
-
-            for label, records, kind, floor in (
-                (f"store (SQLite) -> avro, {RAW}", store(raw=True), Format.AVRO, read),
-                (f"store (SQLite) -> avro, {DECODED}", store(checks=False), Format.AVRO, read),
-                (f"store (SQLite) -> jsonl, {DECODED}", store(checks=False), Format.JSONL, read),
-                (f"store (SQLite) -> avro, {CHECKED}", store(), Format.AVRO, verify),
-                (f"store (SQLite) -> jsonl, {CHECKED}", store(), Format.JSONL, verify),
+            # --raw from Kafka: whole fetches to the writer, no Replayed per record (as the CLI).
+            for label, kind, target in (
+                (f"Kafka -> avro, {RAW}", Format.AVRO, 0.5),
+                (f"Kafka -> jsonl, {RAW}", Format.JSONL, None),
             ):
-                rate, cpu_us = await export(records, kind, workdir / f"s.{kind}", exchange, BACKLOG)
-                rows.append(Row(label, rate, cpu_us, floor.label, floor.rate))
-        finally:
-            await scan.close()
+                path = workdir / f"k.{kind}"
+                rate, cpu_us = await export(kafka_raw, kind, path, exchange, BACKLOG)
+                rows.append(Row(label, rate, cpu_us, read.label, read.rate, target))
+
+            paths: list[
+                tuple[str, Callable[[], AsyncGenerator[Replayed]], Format, Row, float | None]
+            ]
+            paths = [
+                (
+                    f"Kafka -> avro, {DECODED}, {workers} workers",
+                    kafka(checks=False, processes=workers, reports=False),
+                    Format.AVRO,
+                    read,
+                    0.5,
+                ),
+                (
+                    f"Kafka -> avro, {DECODED}, in-process",
+                    kafka(checks=False),
+                    Format.AVRO,
+                    read,
+                    0.5,
+                ),
+                (
+                    f"Kafka -> jsonl, {DECODED}, {workers} workers",
+                    kafka(checks=False, processes=workers),
+                    Format.JSONL,
+                    read,
+                    None,
+                ),
+                (
+                    f"Kafka -> avro, {CHECKED}, {workers} workers",
+                    kafka(processes=workers, reports=False),
+                    Format.AVRO,
+                    verify,
+                    0.7,
+                ),
+                (
+                    f"Kafka -> jsonl, {CHECKED}, {workers} workers",
+                    kafka(processes=workers),
+                    Format.JSONL,
+                    verify,
+                    None,
+                ),
+                (f"Kafka -> avro, {CHECKED}, in-process", kafka(), Format.AVRO, verify, 0.7),
+            ]
+            for label, records, kind, floor, target in paths:
+                rate, cpu_us = await export(records, kind, workdir / f"k.{kind}", exchange, BACKLOG)
+                rows.append(Row(label, rate, cpu_us, floor.label, floor.rate, target))
+
+            url = f"sqlite+aiosqlite:///{workdir / 'audit.db'}"
+            await fill_store(settings, exchange, url, BACKLOG)
+            scan = await RecordScan.open(url)
+            try:
+
+                def store(**how: Any) -> Callable[[], AsyncGenerator[Replayed]]:
+                    return lambda: read_store(scan, exchange, selection, **how)
+
+                for label, records, kind, floor in (
+                    (f"store (SQLite) -> avro, {RAW}", store(raw=True), Format.AVRO, read),
+                    (f"store (SQLite) -> avro, {DECODED}", store(checks=False), Format.AVRO, read),
+                    (
+                        f"store (SQLite) -> jsonl, {DECODED}",
+                        store(checks=False),
+                        Format.JSONL,
+                        read,
+                    ),
+                    (f"store (SQLite) -> avro, {CHECKED}", store(), Format.AVRO, verify),
+                    (f"store (SQLite) -> jsonl, {CHECKED}", store(), Format.JSONL, verify),
+                ):
+                    rate, cpu_us = await export(
+                        records, kind, workdir / f"s.{kind}", exchange, BACKLOG
+                    )
+                    rows.append(Row(label, rate, cpu_us, floor.label, floor.rate))
+            finally:
+                await scan.close()
     show(rows, read, verify)
 
 

@@ -76,6 +76,7 @@ from services.bus._files import (
 )
 from services.bus._follower import Follower, PartitionStatus, Positions, record_digest
 from services.bus._header import GeoPoint, Location, MessageHeader, MessageLink, now
+from services.bus._heap import frozen_heap
 from services.bus._kafka import (
     client_options,
     consumer,
@@ -271,6 +272,7 @@ __all__ = [
     "find_tansu",
     "free_port",
     "freshen",
+    "frozen_heap",
     "generate_key_pair",
     "get_logger",
     "issue_from_message",
