@@ -165,3 +165,35 @@ async def test_never_joins_a_group_nor_commits(settings: Settings, exchange: Exc
         await admin.close()
     assert after == before, f"groups appeared: {after - before}"
     assert control in listed, "the broker does not list groups: this test could not fail"
+
+
+async def test_a_range_known_long_is_opened_by_workers_from_its_first_record(
+    settings: Settings, exchange: Exchange
+) -> None:
+    # The broker's offsets tell the range's size before reading: at least workers_after
+    # records start the workers at once (every record comes back encoded by a worker);
+    # a shorter range is opened here, no worker started.
+    assert settings.bootstrap is not None
+    topic = feed(exchange, "LT-VSAT")
+    # One batch a record: the local broker's end offset is then exact, as Kafka's always is.
+    for i, report in enumerate(sealed(exchange, "LT-VSAT", 12)):
+        await produce(settings, topic, [report], first_ms=BASE_MS + i * 1000)
+    for to_offset, opened_by_workers in ((11, True), (8, False)):
+        stats = ReadStats()
+        selection = Selection(topics=(topic,), from_offset=2, to_offset=to_offset)
+        reader = read_kafka(
+            settings,
+            settings.bootstrap,
+            exchange,
+            selection,
+            processes=1,
+            workers_after=10,
+            reports=False,
+            stats=stats,
+        )
+        async with contextlib.aclosing(reader) as records:
+            found = [record async for record in records]
+        assert stats.span == to_offset - 1
+        assert [r.offset for r in found] == list(range(2, to_offset + 1))
+        assert [r.report_avro is not None for r in found] == [opened_by_workers] * len(found)
+        assert [r.report is None for r in found] == [opened_by_workers] * len(found)
