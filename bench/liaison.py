@@ -15,7 +15,11 @@ In one run, on one embedded broker:
   process, where the benchmark's own producer and stream client share its event
   loop and its GIL.
 
-Targets (issue 10): throughput at least 0.5 of the lower floor; p99 under 200 ms.
+Targets (issue 10): throughput at least 0.5 of the lower floor; p99 under 200 ms. Each
+throughput row is judged against the lower floor with the raw verify measured just before and
+just after it (the mean): on the shared 2-core machine its rate moved by half within minutes.
+The backlog the benchmark holds is frozen out of the garbage collector's passes, as the
+service freezes its own setup once it runs (``run_liaison``).
 PostgreSQL is the server at OIX_BENCH_POSTGRES (default 127.0.0.1:5432, trust).
 
 On a shared machine the rates move with the load; the CPU time per report
@@ -36,8 +40,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -62,6 +67,7 @@ from services.bus import (
     SealedReport,
     Settings,
     configure_logging,
+    frozen_heap,
     start_producer,
 )
 from services.liaison import (
@@ -173,6 +179,20 @@ async def throughput(
         await store.close()
     mean_batch = statistics.mean(b for b in batches if b) if batches else 0.0
     return count / elapsed, cpu_us, mean_batch
+
+
+async def beside_floor(
+    measured: Coroutine[Any, Any, tuple[float, float, float]],
+    exchange: Exchange,
+    backlog: Sequence[SealedReport],
+) -> tuple[float, float, float, float]:
+    """A throughput row, and the verify floor measured just before and just after it (the mean):
+    this machine's speed moves by half within minutes, so a floor taken at the start misjudges
+    a row run a minute later."""
+    before, _ = raw_verify(exchange, backlog)
+    rate, cpu_us, batch = await measured
+    after, _ = raw_verify(exchange, backlog)
+    return rate, cpu_us, batch, (before + after) / 2
 
 
 async def console_queries(url: str) -> list[tuple[str, float]]:
@@ -410,29 +430,29 @@ async def main() -> None:
         await produce(settings, topic, backlog)
         console.print(f"backlog of {BACKLOG} records ({len(backlog[0].value)} B values) produced")
 
-        consume_rate = await raw_consume(broker.bootstrap, topic, BACKLOG)
-        verify_rate, verify_cpu = raw_verify(exchange, backlog)
-        sqlite_url = f"sqlite+aiosqlite:///{workdir / 'liaison.db'}"
-        sqlite_rate, sqlite_cpu, sqlite_batch = await throughput(
-            settings, exchange, sqlite_url, workdir, BACKLOG
-        )
-        queries = await console_queries(sqlite_url)
-        pg_url = await postgres_database()
-        try:
-            pg_rate, pg_cpu, pg_batch = await throughput(
-                settings, exchange, pg_url, workdir, BACKLOG
+        # The backlog held for the floors is no service's to collect: frozen, as a service
+        # freezes its setup once it runs.
+        with frozen_heap():
+            consume_rate = await raw_consume(broker.bootstrap, topic, BACKLOG)
+            verify_rate, verify_cpu = raw_verify(exchange, backlog)
+            sqlite_url = f"sqlite+aiosqlite:///{workdir / 'liaison.db'}"
+            sqlite = await beside_floor(
+                throughput(settings, exchange, sqlite_url, workdir, BACKLOG), exchange, backlog
             )
-        finally:
-            await drop_database(pg_url)
-        deployed = await latency_own_process(settings, workdir, steady[:steady_count])
-        shared = await latency_in_process(settings, workdir, steady[steady_count:])
+            queries = await console_queries(sqlite_url)
+            pg_url = await postgres_database()
+            try:
+                postgres = await beside_floor(
+                    throughput(settings, exchange, pg_url, workdir, BACKLOG), exchange, backlog
+                )
+            finally:
+                await drop_database(pg_url)
+            deployed = await latency_own_process(settings, workdir, steady[:steady_count])
+            shared = await latency_in_process(settings, workdir, steady[steady_count:])
 
     print_tables(
         (consume_rate, verify_rate, verify_cpu),
-        [
-            ("liaison -> SQLite", sqlite_rate, sqlite_cpu, sqlite_batch),
-            ("liaison -> PostgreSQL", pg_rate, pg_cpu, pg_batch),
-        ],
+        [("liaison -> SQLite", *sqlite), ("liaison -> PostgreSQL", *postgres)],
         [
             ("own process (oix liaison run, as deployed)", *deployed),
             ("in this benchmark's process (shares its loop with producer and client)", *shared),
@@ -443,12 +463,11 @@ async def main() -> None:
 
 def print_tables(
     floors: tuple[float, float, float],
-    rates: list[tuple[str, float, float, float]],
+    rates: list[tuple[str, float, float, float, float]],
     latencies: list[tuple[str, float, float, int]],
     queries: list[tuple[str, float]],
 ) -> None:
     consume_rate, verify_rate, verify_cpu = floors
-    floor = min(consume_rate, verify_rate)
     cores = os.cpu_count() or 1
     table = Table(title=f"liaison subscriber throughput, {BACKLOG} signed IncidentReports, one run")
     bound = f"x floor, CPU-bound on {cores} idle cores (at most)"
@@ -458,12 +477,12 @@ def print_tables(
     table.add_row(
         "raw Ed25519 verify, 1 thread", f"{verify_rate:,.0f}", "", "", "", f"{verify_cpu:.0f}"
     )
-    for name, rate, cpu_us, batch in rates:
-        ratio = rate / floor
+    for name, rate, cpu_us, batch, verify_beside in rates:
+        ratio = rate / min(consume_rate, verify_beside)
         table.add_row(
             f"{name}, mean batch {batch:,.0f}",
             f"{rate:,.0f}",
-            f"{ratio:.2f}",
+            f"{ratio:.2f} (verify {verify_beside:,.0f}/s beside it)",
             ">= 0.5x",
             "[green]met[/]" if ratio >= 0.5 else "[red]missed[/]",
             f"{cpu_us:.0f}",
