@@ -265,6 +265,8 @@ class Continuity:
         self._next: int | None = None
         self._last: tuple[int, Digest] | None = None
         self._recent: OrderedDict[int, Digest] = OrderedDict()
+        self._run: tuple[int, int, Callable[[int], Digest]] | None = None
+        """The last run admitted at once: its first offset, length and digests, by index."""
         self._suspect: tuple[int, int] | None = None
         self._slice_from: int | None = None
         self._anchor_from: int | None = None
@@ -366,8 +368,9 @@ class Continuity:
         with nothing else to do: a record of this slice was admitted already
         and ``first`` is the next offset. The caller guarantees the run is
         consecutive. ``digest_at(i)``: the run's ``i``-th record's digest, asked
-        for the last :data:`RECENT` only. False, having changed nothing, otherwise
-        (offer the records one by one).
+        for only when an offset of the run is served again (kept until the next
+        run). False, having changed nothing, otherwise (offer the records one by
+        one).
         """
         if (
             count <= 0
@@ -377,14 +380,10 @@ class Continuity:
         ):
             return False
         self._clock_ms = now_ms
-        recent = self._recent
-        for index in range(max(0, count - RECENT), count):
-            recent[first + index] = digest_at(index)
-        while len(recent) > RECENT:
-            recent.popitem(last=False)
+        self._run = (first, count, digest_at)
         last = first + count - 1
         self._next = last + 1
-        self._last = (last, recent[last])
+        self._last = (last, digest_at(count - 1))
         return True
 
     def end_slice(self) -> None:
@@ -622,6 +621,9 @@ class Continuity:
     def _repeated(self, offset: int, digest: Digest, now_ms: int) -> None:
         """An offset already admitted (or passed) came again in this slice: keep the first."""
         kept = self._recent.get(offset)
+        run = self._run
+        if kept is None and run is not None and run[0] <= offset < run[0] + run[1]:
+            kept = run[2](offset - run[0])  # offsets are admitted once an epoch: no older entry
         if kept is None and offset == self._anchor and self._next is not None:
             kept_digest: bytes | None = self._anchor_digest
         else:
@@ -740,6 +742,7 @@ class Continuity:
         self._next = None
         self._last = None
         self._recent.clear()
+        self._run = None
         self._suspect = None
         self._start_fresh()
 

@@ -600,19 +600,25 @@ def test_a_run_is_admitted_at_once_only_right_after_a_kept_record() -> None:
     assert state.position == Position.after(3, b"r3")
 
 
-def test_a_run_keeps_the_recent_digests_a_repeated_offset_is_described_with() -> None:
+def test_a_run_keeps_the_digests_a_repeated_offset_is_described_with() -> None:
     count = RECENT + 100
     records = [(offset, f"r{offset}") for offset in range(count)]
     state = tracker(Position.start())
     assert offer(state, *records) == list(range(count))
     assert state.position == Position.after(count - 1, f"r{count - 1}".encode())
     state.seeked(T)
-    # The next fetch: the anchor, then the offset before it again with other content.
-    again = [(count - 1, f"r{count - 1}"), (count - 2, "changed"), (count, "new")]
+    # The next fetch: the anchor, then two offsets of the run again with other content,
+    # one just before the anchor, one far back in the run.
+    again = [(count - 1, f"r{count - 1}"), (count - 2, "changed"), (3, "other"), (count, "new")]
     assert offer(state, *again) == [count]
-    (repeat,) = state.take_events()
-    assert repeat.kind is LogEventKind.OFFSET_REPEATED
-    assert f"r{count - 2}".encode().hex() in repeat.detail
+    repeats = state.take_events()
+    assert [(e.kind, e.first_offset) for e in repeats] == [
+        (LogEventKind.OFFSET_REPEATED, count - 2),
+        (LogEventKind.OFFSET_REPEATED, 3),
+    ]
+    assert f"r{count - 2}".encode().hex() in repeats[0].detail
+    assert b"r3".hex() in repeats[1].detail
+    assert b"other".hex() in repeats[1].detail
 
 
 @pytest.mark.parametrize("seed", range(40))
