@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -13,7 +12,7 @@ from services.audit._migrate import migrate
 from services.audit._retention import run_purge_schedule
 from services.audit._settings import AuditSettings
 from services.audit._store import AuditStore
-from services.bus import Exchange, Settings, get_logger
+from services.bus import Exchange, Settings, cancel_and_wait, get_logger
 
 log = get_logger(__name__)
 
@@ -87,9 +86,7 @@ async def run_audit(
             await service.run(stop)
         finally:
             if purging is not None:
-                purging.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purging
+                await cancel_and_wait(purging)
         return service.stored
     finally:
         if server is not None:

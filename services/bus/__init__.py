@@ -111,7 +111,7 @@ from services.bus._rotation import (
 )
 from services.bus._schemas import Fingerprint, ReportSchema, load_current, load_released
 from services.bus._settings import Settings, load_settings, settings_error
-from services.bus._signals import STOP_SIGNALS, stop_on_signals, wait_set
+from services.bus._signals import STOP_SIGNALS, cancel_and_wait, stop_on_signals, wait_set
 from services.bus._signing import (
     SignatureStatus,
     Signer,
@@ -263,6 +263,7 @@ __all__ = [
     "Verifier",
     "asyncapi_document",
     "bind_message",
+    "cancel_and_wait",
     "check_compatibility",
     "client_options",
     "configure_logging",

@@ -37,6 +37,7 @@ from services.bus._batch import Batch, BatchLimits
 from services.bus._continuity import Admitted, Position, Slice
 from services.bus._errors import PositionConflictError
 from services.bus._logging import get_logger
+from services.bus._signals import cancel_and_wait
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -129,9 +130,10 @@ class Pipeline(Generic[T]):
             self._opening.clear()
             writing = self._writing
             if writing is not None and not writing.done():
-                writing.cancel()
-                with contextlib.suppress(BaseException):
-                    await writing
+                # The writer's own failure was handled where it was awaited; a cancellation
+                # of this task while it waits is not swallowed (cancel_and_wait).
+                with contextlib.suppress(Exception):
+                    await cancel_and_wait(writing)
 
     async def _step(self) -> None:
         writing = self._writing is not None and not self._writing.done()

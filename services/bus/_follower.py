@@ -32,7 +32,6 @@ bounded by count, bytes and age, one batch written while the next is fetched.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import struct
 import time
@@ -60,6 +59,7 @@ from services.bus._errors import BrokerError
 from services.bus._kafka import consumer, start_consumer
 from services.bus._logging import get_logger
 from services.bus._settings import Settings
+from services.bus._signals import cancel_and_wait
 
 log = get_logger(__name__)
 T = TypeVar("T")
@@ -287,9 +287,7 @@ class Follower:
     async def stop(self) -> None:
         """Leave the group and disconnect (commit first with :meth:`commit` if wanted)."""
         if self._committer is not None:
-            self._committer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._committer
+            await cancel_and_wait(self._committer)
             self._committer = None
         kafka, self._kafka = self._kafka, None
         if kafka is not None:

@@ -2,13 +2,14 @@
 
 Ctrl-C and a service manager's SIGTERM both set an event the service drains on;
 a task that waits on an event and is stopped by cancelling it waits with
-:func:`wait_set`.
+:func:`wait_set`, and whoever stops it by cancelling uses :func:`cancel_and_wait`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -36,3 +37,19 @@ async def wait_set(event: asyncio.Event, timeout: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def cancel_and_wait(task: asyncio.Task[Any]) -> None:
+    """Cancel ``task``, wait for its end, and raise what it raised besides being cancelled.
+
+    Not ``task.cancel()`` then ``await task`` inside ``suppress(CancelledError)``:
+    when the caller is itself cancelled while it waits, that suppress swallows
+    the caller's cancellation along with the task's, the caller carries on,
+    and whoever cancelled it waits for a stop that never comes.
+    """
+    task.cancel()
+    await asyncio.wait({task})  # raises the caller's own cancellation, never the task's
+    if not task.cancelled():
+        error = task.exception()
+        if error is not None:
+            raise error

@@ -19,7 +19,6 @@ message id.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -43,6 +42,7 @@ from services.bus import (
     LogEventKind,
     Position,
     Settings,
+    cancel_and_wait,
     get_logger,
 )
 from services.gateway._metrics import Metrics
@@ -175,9 +175,7 @@ class AcknowledgementReader:
             )
             raise
         finally:
-            refreshing.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await refreshing
+            await cancel_and_wait(refreshing)
 
     async def _refresh(self) -> None:
         """Follow every existing partition of the topics (new ones appear over time)."""

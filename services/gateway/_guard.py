@@ -32,7 +32,6 @@ between two requests.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -44,6 +43,7 @@ from aiokafka.protocol.offset import OffsetRequest
 from services.bus import (
     H_MESSAGE_ID,
     Settings,
+    cancel_and_wait,
     consumer,
     ensure_topics,
     get_logger,
@@ -145,9 +145,7 @@ class BrokerGate:
     async def stop(self) -> None:
         """Stop watching."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _watch(self) -> None:

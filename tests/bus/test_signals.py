@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from services.bus import wait_set
+from services.bus import cancel_and_wait, wait_set
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -40,3 +40,47 @@ async def test_a_task_cancelled_just_as_its_event_is_set_is_cancelled() -> None:
         done, _ = await asyncio.wait({task}, timeout=5)
         assert task in done, f"the watcher ran on after it was cancelled ({rounds} rounds)"
         assert task.cancelled()
+
+
+async def test_cancel_and_wait_keeps_the_callers_own_cancellation() -> None:
+    # A task whose stop takes a while (it cleans up after being cancelled); whoever
+    # stops it is cancelled meanwhile. With `cancel(); suppress(CancelledError): await`
+    # the stopper swallowed its own cancellation and returned normally.
+    cleaning = asyncio.Event()
+    release = asyncio.Event()
+
+    async def slow_to_stop() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cleaning.set()
+            await release.wait()
+            raise
+
+    task = asyncio.create_task(slow_to_stop())
+    await asyncio.sleep(0)
+    stopper = asyncio.create_task(cancel_and_wait(task))
+    await cleaning.wait()
+    stopper.cancel()
+    await asyncio.sleep(0)
+    release.set()
+    with pytest.raises(asyncio.CancelledError):
+        await stopper
+    await asyncio.wait({task}, timeout=5)
+    assert task.cancelled()
+
+
+async def test_cancel_and_wait_raises_what_the_task_raised_on_its_way_out() -> None:
+    async def fails_on_stop() -> None:
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("could not flush") from None
+
+    task = asyncio.create_task(fails_on_stop())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="could not flush"):
+        await cancel_and_wait(task)
+    finished = asyncio.create_task(asyncio.sleep(0))
+    await finished
+    await cancel_and_wait(finished)  # already ended: nothing to cancel, nothing raised
