@@ -368,6 +368,7 @@ def export(
             else:
                 await _write(
                     records,
+                    stats=stats,
                     kind=kind,
                     output=output,
                     exchange=exchange,
@@ -439,6 +440,7 @@ async def _records(
 async def _write(
     records: AsyncIterator[Replayed],
     *,
+    stats: ReadStats,
     kind: Format,
     output: Path | None,
     exchange: Exchange,
@@ -454,7 +456,8 @@ async def _write(
     except ReplayError as exc:
         raise fail(str(exc), EXIT_ERROR) from None
     try:
-        with progress_bar("replayed", enabled=show_progress) as advance:
+        reach = lambda: (stats.read, stats.span)  # noqa: E731  # read at every redraw
+        with progress_bar("replayed", enabled=show_progress, reach=reach) as advance:
             async for record in records:
                 writer.write(record)
                 advance(1)
@@ -489,7 +492,8 @@ async def _write_raw(
         settings, settings.bootstrap, exchange, selection, stats=stats, stop=stop
     )
     try:
-        with progress_bar("replayed", enabled=show_progress) as advance:
+        reach = lambda: (stats.read, stats.span)  # noqa: E731  # read at every redraw
+        with progress_bar("replayed", enabled=show_progress, reach=reach) as advance:
             async with contextlib.aclosing(reader) as batches:
                 async for batch in batches:
                     writer.write_raw(batch)

@@ -11,10 +11,15 @@ from services.host import err
 
 
 @contextlib.contextmanager
-def progress_bar(what: str, *, enabled: bool) -> Iterator[Callable[[int], None]]:
+def progress_bar(
+    what: str, *, enabled: bool, reach: Callable[[], tuple[int, int | None]] | None = None
+) -> Iterator[Callable[[int], None]]:
     """``advance(n)`` for a live line "what: N records, R/s" (a no-op when not ``enabled``).
 
-    The total is unknown while streaming, so it counts rather than fills.
+    It counts rather than fills: filters on content may keep fewer records
+    than the range holds. ``reach()``: records read from the source so far and
+    how many the range holds (None while unknown); once known, the line adds
+    "read X of ~M (P %)".
     """
     if not enabled:
         yield lambda _n: None
@@ -23,10 +28,11 @@ def progress_bar(what: str, *, enabled: bool) -> Iterator[Callable[[int], None]]
         SpinnerColumn(),
         TextColumn("{task.description}: {task.completed:,.0f} records"),
         TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[reach]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=err, transient=False) as bar:
-        task = bar.add_task(what, total=None, rate="")
+        task = bar.add_task(what, total=None, rate="", reach="")
         seen = 0
 
         def advance(count: int) -> None:
@@ -35,7 +41,17 @@ def progress_bar(what: str, *, enabled: bool) -> Iterator[Callable[[int], None]]
             if seen % 500 < count or count > 1:  # redrawing every record would cost more
                 elapsed = bar.tasks[task].elapsed or 0.0
                 rate = f"{seen / elapsed:,.0f}/s" if elapsed > 0 else ""
-                bar.update(task, completed=seen, rate=rate)
+                bar.update(task, completed=seen, rate=rate, reach=_reach_text(reach))
 
         yield advance
-        bar.update(task, completed=seen)
+        bar.update(task, completed=seen, reach=_reach_text(reach))
+
+
+def _reach_text(reach: Callable[[], tuple[int, int | None]] | None) -> str:
+    if reach is None:
+        return ""
+    read, span = reach()
+    if not span:
+        return ""
+    # ~: the broker's end offsets can be off (the local broker's are low), so never past 100 %.
+    return f"read {read:,} of ~{span:,} ({min(100, read * 100 // span)} %)"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 import signal
 import subprocess
 from pathlib import Path
@@ -14,6 +15,7 @@ from polling import eventually, eventually_sync
 from replay_support import OIX, REPO, audit_running, env_of, produce, sealed
 
 from services.bus import Exchange, Settings
+from services.replay._progress import _reach_text
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -133,6 +135,8 @@ async def test_ctrl_c_leaves_the_output_complete_and_valid(
     assert "Traceback" not in stderr
     assert "interrupted" in stderr
     assert "records" in stderr  # the progress line (count and rate)
+    # and how far through the range (the broker's end offsets told its size)
+    assert re.search(r"read\s+[\d,]+\s+of\s+~[\d,]+", stderr), stderr
     if kind == "avro":
         with out.open("rb") as stream:
             records = list(fastavro.reader(stream))
@@ -191,3 +195,11 @@ async def test_replay_to_topic_redrives_as_the_issue_words_it(
     assert "after the command" in one_error_line(done)
     done = oix(env, "replay", "export", "--topic", source, "--raw", "--mode", "TEST")
     assert "--raw" in one_error_line(done)
+
+
+def test_the_progress_line_says_how_far_through_the_range_once_known() -> None:
+    assert _reach_text(None) == ""
+    assert _reach_text(lambda: (5, None)) == ""  # the size is not known (yet)
+    assert _reach_text(lambda: (2500, 10_000)) == "read 2,500 of ~10,000 (25 %)"
+    # The local broker's end offsets are low: never past 100 %.
+    assert _reach_text(lambda: (10_400, 10_000)) == "read 10,400 of ~10,000 (100 %)"
