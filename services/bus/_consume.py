@@ -130,8 +130,9 @@ class Pipeline(Generic[T]):
             self._opening.clear()
             writing = self._writing
             if writing is not None and not writing.done():
-                # The writer's own failure was handled where it was awaited; a cancellation
-                # of this task while it waits is not swallowed (cancel_and_wait).
+                # Stopping: the unfinished write's own failure is dropped, as ever (its batch
+                # and positions were not committed, so they are read again); a cancellation
+                # of this task while it waits is kept (cancel_and_wait).
                 with contextlib.suppress(Exception):
                     await cancel_and_wait(writing)
 
