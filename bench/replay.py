@@ -185,11 +185,16 @@ class Row:
 
 
 async def store_rows(
-    settings: Settings, exchange: Exchange, selection: Selection, workdir: Path, *floors: Row
+    settings: Settings,
+    exchange: Exchange,
+    selection: Selection,
+    workdir: Path,
+    *,
+    read: Row,
+    verify: Row,
 ) -> list[Row]:
-    """Store -> file rows (SQLite, filled by the audit consumer), judged by the first floors
-    (``read``, ``verify``): no target on these rows."""
-    read, verify = floors
+    """Store -> file rows (SQLite, filled by the audit consumer), shown beside the floors
+    measured first: no target on these rows."""
     rows: list[Row] = []
     url = f"sqlite+aiosqlite:///{workdir / 'audit.db'}"
     await fill_store(settings, exchange, url, BACKLOG)
@@ -326,7 +331,9 @@ async def main() -> None:
             for label, records, kind, floor, target in paths:
                 rows.append(await measure(label, records, kind, floor, target))
 
-            rows += await store_rows(settings, exchange, selection, workdir, read, verify)
+            rows += await store_rows(
+                settings, exchange, selection, workdir, read=read, verify=verify
+            )
     show(rows, read, verify)
 
 
