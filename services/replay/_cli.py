@@ -456,8 +456,7 @@ async def _write(
     except ReplayError as exc:
         raise fail(str(exc), EXIT_ERROR) from None
     try:
-        reach = lambda: (stats.read, stats.span)  # noqa: E731  # read at every redraw
-        with progress_bar("replayed", enabled=show_progress, reach=reach) as advance:
+        with progress_bar("replayed", enabled=show_progress, reading=stats) as advance:
             async for record in records:
                 writer.write(record)
                 advance(1)
@@ -492,8 +491,7 @@ async def _write_raw(
         settings, settings.bootstrap, exchange, selection, stats=stats, stop=stop
     )
     try:
-        reach = lambda: (stats.read, stats.span)  # noqa: E731  # read at every redraw
-        with progress_bar("replayed", enabled=show_progress, reach=reach) as advance:
+        with progress_bar("replayed", enabled=show_progress, reading=stats) as advance:
             async with contextlib.aclosing(reader) as batches:
                 async for batch in batches:
                     writer.write_raw(batch)

@@ -4,22 +4,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from services.host import err
 
+if TYPE_CHECKING:
+    from services.replay._kafka import ReadStats
+
 
 @contextlib.contextmanager
 def progress_bar(
-    what: str, *, enabled: bool, reach: Callable[[], tuple[int, int | None]] | None = None
+    what: str, *, enabled: bool, reading: ReadStats | None = None
 ) -> Iterator[Callable[[int], None]]:
     """``advance(n)`` for a live line "what: N records, R/s" (a no-op when not ``enabled``).
 
     It counts rather than fills: filters on content may keep fewer records
-    than the range holds. ``reach()``: records read from the source so far and
-    how many the range holds (None while unknown); once known, the line adds
-    "read X of ~M (P %)".
+    than the range holds. ``reading``: the read's statistics; once they hold
+    the range's size (:attr:`ReadStats.span`), the line adds "read X of ~M (P %)".
     """
     if not enabled:
         yield lambda _n: None
@@ -41,16 +44,16 @@ def progress_bar(
             if seen % 500 < count or count > 1:  # redrawing every record would cost more
                 elapsed = bar.tasks[task].elapsed or 0.0
                 rate = f"{seen / elapsed:,.0f}/s" if elapsed > 0 else ""
-                bar.update(task, completed=seen, rate=rate, reach=_reach_text(reach))
+                bar.update(task, completed=seen, rate=rate, reach=_reach_text(reading))
 
         yield advance
-        bar.update(task, completed=seen, reach=_reach_text(reach))
+        bar.update(task, completed=seen, reach=_reach_text(reading))
 
 
-def _reach_text(reach: Callable[[], tuple[int, int | None]] | None) -> str:
-    if reach is None:
+def _reach_text(reading: ReadStats | None) -> str:
+    if reading is None:
         return ""
-    read, span = reach()
+    read, span = reading.read, reading.span
     if not span:
         return ""
     # ~: the broker's end offsets can be off (the local broker's are low), so never past 100 %.

@@ -15,6 +15,7 @@ from polling import eventually, eventually_sync
 from replay_support import OIX, REPO, audit_running, env_of, produce, sealed
 
 from services.bus import Exchange, Settings
+from services.replay import ReadStats
 from services.replay._progress import _reach_text
 
 pytestmark = pytest.mark.timeout(180)
@@ -199,7 +200,7 @@ async def test_replay_to_topic_redrives_as_the_issue_words_it(
 
 def test_the_progress_line_says_how_far_through_the_range_once_known() -> None:
     assert _reach_text(None) == ""
-    assert _reach_text(lambda: (5, None)) == ""  # the size is not known (yet)
-    assert _reach_text(lambda: (2500, 10_000)) == "read 2,500 of ~10,000 (25 %)"
+    assert _reach_text(ReadStats(read=5)) == ""  # the size is not known (yet)
+    assert _reach_text(ReadStats(read=2500, span=10_000)) == "read 2,500 of ~10,000 (25 %)"
     # The local broker's end offsets are low: never past 100 %.
-    assert _reach_text(lambda: (10_400, 10_000)) == "read 10,400 of ~10,000 (100 %)"
+    assert _reach_text(ReadStats(read=10_400, span=10_000)) == "read 10,400 of ~10,000 (100 %)"
