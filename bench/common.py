@@ -12,8 +12,9 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -32,6 +33,8 @@ from services.bus import (
 
 PG_ADMIN = os.environ.get("OIX_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 """A PostgreSQL role that may create and drop the benchmarks' databases."""
+
+T = TypeVar("T")
 
 PARTNERS = ["LV-VRS", "PL-SG", "EE-PPA", "UA-DPSU"]
 REPO = Path(__file__).resolve().parents[1]
@@ -123,6 +126,18 @@ def raw_verify(exchange: Exchange, sealed: Sequence[SealedReport]) -> tuple[floa
         assert status == "valid"
     cpu_us = (time.thread_time() - cpu) / len(items) * 1e6
     return len(items) / (time.perf_counter() - started), cpu_us
+
+
+async def beside_floor(floor: Callable[[], Awaitable[float]], row: Awaitable[T]) -> tuple[T, float]:
+    """``row``'s result, and ``floor()`` measured just before and just after it (the mean).
+
+    A judged row's floor: on the shared 2-core machine a floor's rate moved by half
+    within minutes, so one taken at the start misjudged rows run a minute later.
+    """
+    before = await floor()
+    result = await row
+    after = await floor()
+    return result, (before + after) / 2
 
 
 async def postgres_database() -> str:

@@ -50,6 +50,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from common import (
     bench_settings,
+    beside_floor,
     drop_database,
     postgres_database,
     produce,
@@ -179,20 +180,6 @@ async def throughput(
         await store.close()
     mean_batch = statistics.mean(b for b in batches if b) if batches else 0.0
     return count / elapsed, cpu_us, mean_batch
-
-
-async def beside_floor(
-    measured: Coroutine[Any, Any, tuple[float, float, float]],
-    exchange: Exchange,
-    backlog: Sequence[SealedReport],
-) -> tuple[float, float, float, float]:
-    """A throughput row, and the verify floor measured just before and just after it (the mean):
-    this machine's speed moves by half within minutes, so a floor taken at the start misjudges
-    a row run a minute later."""
-    before, _ = raw_verify(exchange, backlog)
-    rate, cpu_us, batch = await measured
-    after, _ = raw_verify(exchange, backlog)
-    return rate, cpu_us, batch, (before + after) / 2
 
 
 async def console_queries(url: str) -> list[tuple[str, float]]:
@@ -435,16 +422,23 @@ async def main() -> None:
         with frozen_heap():
             consume_rate = await raw_consume(broker.bootstrap, topic, BACKLOG)
             verify_rate, verify_cpu = raw_verify(exchange, backlog)
+
+            async def verify_floor() -> float:
+                return raw_verify(exchange, backlog)[0]
+
+            async def judged(
+                measured: Coroutine[Any, Any, tuple[float, float, float]],
+            ) -> tuple[float, float, float, float]:
+                """A throughput row and its verify floor measured beside it."""
+                (rate, cpu_us, batch), floor = await beside_floor(verify_floor, measured)
+                return rate, cpu_us, batch, floor
+
             sqlite_url = f"sqlite+aiosqlite:///{workdir / 'liaison.db'}"
-            sqlite = await beside_floor(
-                throughput(settings, exchange, sqlite_url, workdir, BACKLOG), exchange, backlog
-            )
+            sqlite = await judged(throughput(settings, exchange, sqlite_url, workdir, BACKLOG))
             queries = await console_queries(sqlite_url)
             pg_url = await postgres_database()
             try:
-                postgres = await beside_floor(
-                    throughput(settings, exchange, pg_url, workdir, BACKLOG), exchange, backlog
-                )
+                postgres = await judged(throughput(settings, exchange, pg_url, workdir, BACKLOG))
             finally:
                 await drop_database(pg_url)
             deployed = await latency_own_process(settings, workdir, steady[:steady_count])

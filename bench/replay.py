@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common import bench_settings, produce, raw_consume, raw_verify, seal
+from common import bench_settings, beside_floor, produce, raw_consume, raw_verify, seal
 from rich.console import Console
 from rich.table import Table
 
@@ -268,10 +268,10 @@ async def main() -> None:
                 if target is None:
                     rate, cpu_us = await export(records, kind, path, exchange, BACKLOG)
                     return Row(label, rate, cpu_us, floor.label, floor.rate)
-                before = await floors[floor.label]()
-                rate, cpu_us = await export(records, kind, path, exchange, BACKLOG)
-                after = await floors[floor.label]()
-                return Row(label, rate, cpu_us, floor.label, (before + after) / 2, target)
+                (rate, cpu_us), beside = await beside_floor(
+                    floors[floor.label], export(records, kind, path, exchange, BACKLOG)
+                )
+                return Row(label, rate, cpu_us, floor.label, beside, target)
 
             def kafka(**how: Any) -> Callable[[], AsyncGenerator[Replayed]]:
                 return lambda: read_kafka(settings, bootstrap, exchange, selection, **how)
