@@ -10,10 +10,9 @@ producer.
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Callable
 
-from services.bus import Exchange, Settings, get_logger
+from services.bus import Exchange, Settings, frozen_heap, get_logger
 from services.gateway._connections import guarded_protocol
 from services.gateway._http import create_app
 from services.gateway._service import GatewayService
@@ -76,17 +75,16 @@ async def run_gateway(
         await server.start()
         # Schemas, models, the app: built once and kept for good. Out of the
         # collector's sight, they no longer make every full collection slower.
-        gc.collect()
-        gc.freeze()
-        if on_ready is not None:
-            on_ready(server.url)
-        log.info("gateway listening", url=server.url, agency=service.agency)
-        stopping = asyncio.create_task(stop.wait())
-        serving = asyncio.create_task(server.wait())
-        await asyncio.wait({stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if serving.done():
-            serving.result()  # uvicorn stopped by itself: say why
-        await server.stop()
+        with frozen_heap():
+            if on_ready is not None:
+                on_ready(server.url)
+            log.info("gateway listening", url=server.url, agency=service.agency)
+            stopping = asyncio.create_task(stop.wait())
+            serving = asyncio.create_task(server.wait())
+            await asyncio.wait({stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if serving.done():
+                serving.result()  # uvicorn stopped by itself: say why
+            await server.stop()
     finally:
         await service.stop()

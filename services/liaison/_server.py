@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 from collections.abc import Callable
 
-from services.bus import Exchange, Settings, get_logger
+from services.bus import Exchange, Settings, frozen_heap, get_logger
 from services.host.serving import HttpServer
 from services.liaison._console import console_app
 from services.liaison._service import LiaisonService
@@ -56,7 +55,7 @@ async def run_liaison(
     """Run one liaison service until ``stop`` is set, then shut it down gracefully.
 
     Once started, it moves every object alive then out of the garbage
-    collector's sight (:func:`gc.freeze`).
+    collector's sight until it stops (:func:`~services.bus.frozen_heap`).
     """
     service = LiaisonService(settings, liaison, exchange, bootstrap, migrate_first=migrate_first)
     await service.start()
@@ -66,16 +65,16 @@ async def run_liaison(
         # Modules, schemas, the agreement and the app live as long as the process; a full
         # collection walking them all paused the event loop for 60-250 ms at 500 reports/s:
         # most of the live stream's p99 (bench/liaison.py, docs/liaison.md "Measured").
-        gc.freeze()
-        if on_ready is not None:
-            on_ready(server)
-        log.info("liaison service listening", url=server.url, agency=service.agency)
-        stopping = asyncio.create_task(stop.wait())
-        serving = asyncio.create_task(server.wait())
-        await asyncio.wait({stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if serving.done():
-            serving.result()
-        await server.stop()
+        with frozen_heap():
+            if on_ready is not None:
+                on_ready(server)
+            log.info("liaison service listening", url=server.url, agency=service.agency)
+            stopping = asyncio.create_task(stop.wait())
+            serving = asyncio.create_task(server.wait())
+            await asyncio.wait({stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if serving.done():
+                serving.result()
+            await server.stop()
     finally:
         await service.stop()
