@@ -94,16 +94,19 @@ async def _record_at(kafka: AIOKafkaConsumer, tp: TopicPartition, offset: int) -
 
 
 async def _time_starts(
-    kafka: AIOKafkaConsumer, partitions: list[TopicPartition], since_ms: int
+    kafka: AIOKafkaConsumer,
+    partitions: list[TopicPartition],
+    since_ms: int,
+    starts: dict[TopicPartition, int],
 ) -> dict[TopicPartition, int] | None:
     """Where each partition's records at or after ``since_ms`` begin, if the broker knows.
 
-    None when the broker's answer is missing or wrong for any partition: the
-    record before the offset it names must be older, the one at it not.
+    ``starts``: each partition's log start. None when the broker's answer is
+    missing or wrong for any partition: the record before the offset it names
+    must be older, the one at it not.
     """
     try:
         answer = await kafka.offsets_for_times(dict.fromkeys(partitions, since_ms))
-        starts = await kafka.beginning_offsets(partitions)
     except (KafkaError, ValueError) as exc:
         log.info("the broker cannot look up offsets by time", error=repr(exc))
         return None
@@ -139,10 +142,14 @@ async def _starts(
         partitions = await _partitions(kafka, topics, stats)
         if selection.partition is not None:
             partitions = [tp for tp in partitions if tp.partition == selection.partition]
+        bounds = await _bounds(kafka, partitions)
         by_time: dict[TopicPartition, int] = {}
         since = selection.since_ms
         if since is not None and partitions:
-            checked = await _time_starts(kafka, partitions, since)
+            # Without the log starts the answer cannot be checked: records are scanned.
+            checked = (
+                None if bounds is None else await _time_starts(kafka, partitions, since, bounds[0])
+            )
             stats.time_lookup = "records" if checked is None else "broker"
             if checked is None:
                 log.warning(
@@ -150,7 +157,6 @@ async def _starts(
                     "reading from the log start and filtering on record timestamps",
                 )
             by_time = checked or {}
-        bounds = await _bounds(kafka, partitions)
     finally:
         await kafka.stop()
     positions: dict[TopicPartition, Position] = {}
