@@ -79,12 +79,6 @@ async def run_gateway(
             if on_ready is not None:
                 on_ready(server.url)
             log.info("gateway listening", url=server.url, agency=service.agency)
-            stopping = asyncio.create_task(stop.wait())
-            serving = asyncio.create_task(server.wait())
-            await asyncio.wait({stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if serving.done():
-                serving.result()  # uvicorn stopped by itself: say why
-            await server.stop()
+            await server.serve_until(stop)
     finally:
         await service.stop()

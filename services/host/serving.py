@@ -75,6 +75,16 @@ class HttpServer:
         if self._task is not None:
             await asyncio.shield(self._task)
 
+    async def serve_until(self, stop: asyncio.Event) -> None:
+        """Serve until ``stop`` is set or the server stops on its own (raising why); stop."""
+        stopping = asyncio.create_task(stop.wait())
+        serving = asyncio.create_task(self.wait())
+        await asyncio.wait({stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if serving.done():
+            serving.result()  # uvicorn stopped by itself: say why
+        await self.stop()
+
 
 def listen(host: str, port: int, *, variables: str, backlog: int = 2048) -> socket.socket:
     """A listening, non-blocking TCP socket; a port in use names ``<variables>_PORT``.

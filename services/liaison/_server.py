@@ -69,12 +69,6 @@ async def run_liaison(
             if on_ready is not None:
                 on_ready(server)
             log.info("liaison service listening", url=server.url, agency=service.agency)
-            stopping = asyncio.create_task(stop.wait())
-            serving = asyncio.create_task(server.wait())
-            await asyncio.wait({stopping, serving}, return_when=asyncio.FIRST_COMPLETED)
-            stopping.cancel()
-            if serving.done():
-                serving.result()
-            await server.stop()
+            await server.serve_until(stop)
     finally:
         await service.stop()
